@@ -1,0 +1,1 @@
+"""Alembic environment and revisions for pgsched's schema, shipped inside the package."""

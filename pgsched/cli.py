@@ -1,0 +1,429 @@
+"""`pgsched` command line: thin click commands over the store and the runner; no SQL here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .embedded import embedded_dsn
+from .errors import ConfigError, PgschedError, UnknownJobError
+from .execution import Execution, UserPools, definition_for
+from .housekeeping import builtin_extension
+from .logs import configure_logging
+from .profile import Profile, profile_from_env
+from .registry import Registry, build_registry, discover
+from .render import print_records, print_table, render_run
+from .runner import RunnerConfig, run_runner
+from .store import Store
+
+T = TypeVar("T")
+FINAL = {"succeeded", "failed", "skipped", "cancelled"}
+
+
+@dataclass
+class App:
+    """What the global options describe; everything is loaded on first use."""
+
+    profile_path: str | None
+    dsn_option: str | None
+    apps: Sequence[str]
+    json: bool
+    _profile: Profile | None = None
+    _dsn: str | None = None
+    _registry: Registry | None = field(default=None, repr=False)
+
+    @property
+    def profile(self) -> Profile:
+        if self._profile is None:
+            self._profile = profile_from_env(self.profile_path, self.dsn_option)
+        return self._profile
+
+    @property
+    def dsn(self) -> str:
+        if self._dsn is None:
+            self._dsn = self.profile.database_url or embedded_dsn()
+        return self._dsn
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            extensions = discover(self.apps, self.profile)
+            extensions.append(builtin_extension(self.profile.retention, self.profile.schema))
+            self._registry = build_registry(extensions, self.profile)
+        return self._registry
+
+    def store(self, **kwargs: Any) -> Store:
+        return Store(self.dsn, self.profile.schema, **kwargs)
+
+    def with_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
+        async def go() -> T:
+            store = self.store(max_size=2)
+            try:
+                await store.open(wait=True, timeout=15)
+            except Exception as exc:
+                raise ConfigError(
+                    f"cannot connect to the database at {_safe_dsn(self.dsn)} ({exc}); check "
+                    "--dsn, PGSCHED_DATABASE_URL or database.url in the profile"
+                ) from exc
+            try:
+                return await action(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(_translate_db_errors(go(), self.profile.schema))
+
+
+async def _translate_db_errors(coro: Awaitable[T], schema: str) -> T:
+    import psycopg
+
+    try:
+        return await coro
+    except psycopg.errors.UndefinedTable as exc:
+        raise ConfigError(
+            f"the {schema} schema is missing or out of date ({exc.diag.message_primary}); "
+            "run `pgsched migrate` first"
+        ) from exc
+
+
+def _safe_dsn(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparseable DSN>"
+    parts.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in parts.items())
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _wants_json(ctx: click.Context, as_json: bool) -> bool:
+    return as_json or bool(ctx.find_object(App) and ctx.find_object(App).json)  # type: ignore[union-attr]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--profile", "profile_path", metavar="FILE", help="YAML profile [env PGSCHED_PROFILE]")
+@click.option("--dsn", metavar="URL", help="PostgreSQL URL [env PGSCHED_DATABASE_URL]")
+@click.option("--app", "apps", multiple=True, metavar="MODULE:ATTR",
+              help="Import jobs from here (repeatable); also the profile's `extensions:`.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output on data commands.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.version_option(__version__, prog_name="pgsched")
+@click.pass_context
+def cli(ctx: click.Context, profile_path: str | None, dsn: str | None, apps: tuple[str, ...],
+        as_json: bool, log_level: str) -> None:
+    """pgsched: cron jobs for Python, coordinated through PostgreSQL."""
+    configure_logging(log_level)
+    ctx.obj = App(profile_path, dsn, apps, as_json)
+
+
+@cli.command()
+@click.pass_obj
+def migrate(app: App) -> None:
+    """Create or upgrade the schema (idempotent; safe when many processes start at once)."""
+    from .migrate import upgrade
+
+    before, after = upgrade(app.dsn, app.profile.schema)
+    if before == after:
+        click.echo(f"schema {app.profile.schema} is up to date (revision {after})")
+    else:
+        click.echo(f"schema {app.profile.schema} migrated: {before or 'empty'} -> {after}")
+
+
+def _sync(app: App) -> None:
+    report = app.with_store(lambda s: s.sync(app.registry))
+    click.echo(
+        f"synced {len(app.registry)} jobs: {len(report.inserted)} new, "
+        f"{len(report.updated)} updated, {len(report.orphaned)} newly orphaned"
+        + (f" ({', '.join(report.orphaned)})" if report.orphaned else ""),
+        err=True,
+    )
+
+
+@cli.command()
+@click.pass_obj
+def sync(app: App) -> None:
+    """Sync job definitions and profile overrides into the database, without running."""
+    _sync(app)
+
+
+@cli.command()
+@click.option("--concurrency", "-c", type=click.IntRange(1), help="Runs at once in this process.")
+@click.option("--no-listen", is_flag=True, help="Poll only (PgBouncer transaction pooling).")
+@click.option("--poll-interval", type=click.FloatRange(0.05), help="Safety-net poll, seconds.")
+@click.option("--migrate/--no-migrate", "do_migrate", default=True, show_default=True,
+              help="Create or upgrade the schema before starting.")
+@click.pass_obj
+def runner(app: App, concurrency: int | None, no_listen: bool, poll_interval: float | None,
+           do_migrate: bool) -> None:
+    """Sync definitions, then claim and execute due runs until SIGTERM/SIGINT."""
+    if do_migrate:
+        from .migrate import upgrade
+
+        upgrade(app.dsn, app.profile.schema)
+    _sync(app)
+    opts = app.profile.runner
+    config = RunnerConfig(
+        concurrency=concurrency or opts.concurrency,
+        poll_interval=poll_interval or opts.poll_interval,
+        heartbeat_interval=opts.heartbeat_interval,
+        lease_timeout=opts.lease_timeout,
+        grace_period=opts.grace_period,
+        listen=opts.listen and not no_listen,
+    )
+    code = run_runner(app.store(), app.registry, config)
+    sys.exit(code)
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect and operate jobs."""
+
+
+@jobs.command("list")
+@json_option
+@click.pass_context
+def jobs_list(ctx: click.Context, as_json: bool) -> None:
+    """Name, extension, schedule, enabled/paused, next run, last status."""
+    app: App = ctx.obj
+    rows = app.with_store(lambda s: s.list_jobs())
+    if _wants_json(ctx, as_json):
+        _print_json(rows)
+        return
+    print_table(rows, [
+        ("name", "NAME"), ("extension", "EXTENSION"), ("schedule", "SCHEDULE"),
+        ("state", "STATE"), ("next_run_at", "NEXT RUN"), ("last_status", "LAST"),
+    ], derive={"state": _job_state})
+
+
+def _job_state(row: dict[str, Any]) -> str:
+    if row.get("orphaned"):
+        return "orphaned"
+    if not row.get("enabled"):
+        return "disabled"
+    return "paused" if row.get("paused") else "enabled"
+
+
+@jobs.command("show")
+@click.argument("name")
+@json_option
+@click.option("-n", "limit", default=10, show_default=True, type=click.IntRange(1))
+@click.pass_context
+def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int) -> None:
+    """One job: its settings and recent runs."""
+    app: App = ctx.obj
+
+    async def fetch(store: Store) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        return await store.get_job(name), await store.history(name, None, limit)
+
+    job, runs = app.with_store(fetch)
+    if _wants_json(ctx, as_json):
+        _print_json({"job": job, "runs": runs})
+        return
+    print_records([job])
+    click.echo("\nrecent runs:")
+    _print_runs(runs)
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter for the run (VALUE is parsed as JSON when it can be).")
+@click.option("--wait", is_flag=True, help="Follow the run; exit 1 if it fails.")
+@click.option("--inline", is_flag=True, help="Execute in this process, recorded like any run.")
+@json_option
+@click.pass_context
+def jobs_run(ctx: click.Context, name: str, params: tuple[str, ...], wait: bool, inline: bool,
+             as_json: bool) -> None:
+    """Request a manual run of NAME."""
+    app: App = ctx.obj
+    values = _parse_params(params)
+    if inline:
+        run = app.with_store(lambda s: _run_inline(app, s, name, values))
+    else:
+        run = app.with_store(lambda s: _request(app, s, name, values, wait))
+    if _wants_json(ctx, as_json):
+        _print_json(run)
+    else:
+        click.echo(render_run(run))
+    if run["status"] in ("failed", "cancelled"):
+        sys.exit(1)
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{pair}' is not KEY=VALUE", param_hint="-p/--param")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values
+
+
+async def _request(app: App, store: Store, name: str, params: dict[str, Any], wait: bool
+                   ) -> dict[str, Any]:
+    run_id = await store.request_run(name, params)
+    if not await store.live_runners(app.profile.runner.lease_timeout):
+        click.echo(f"run {run_id} of '{name}' requested, but no runner is alive: it will start "
+                   "when one is (start one with `pgsched runner`)", err=True)
+    else:
+        click.echo(f"run {run_id} of '{name}' requested", err=True)
+    run = await store.get_run(run_id)
+    while wait and run is not None and run["status"] not in FINAL:
+        await asyncio.sleep(0.1)
+        run = await store.get_run(run_id)
+    assert run is not None
+    return run
+
+
+async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any]
+                      ) -> dict[str, Any]:
+    definition = definition_for(app.registry, name)
+    if definition is None:
+        raise UnknownJobError(
+            f"unknown job '{name}': no loaded extension defines it; known jobs: "
+            f"{', '.join(app.registry.names)}. Pass --app MODULE:ATTR or list it in the profile"
+        )
+    runner_id = f"cli:{socket.gethostname()}:{os.getpid()}"
+    await store.register_runner(runner_id, socket.gethostname(), os.getpid(), 0, __version__)
+    pools = UserPools(store.dsn)
+    try:
+        claimed = await store.insert_inline_run(name, params, runner_id)
+        outcome = await Execution(claimed, definition, pools, runner_id).run(None)
+        await store.finish([outcome])
+    finally:
+        await pools.close()
+        await store.unregister_runner(runner_id)
+    run = await store.get_run(claimed.id)
+    assert run is not None
+    return run
+
+
+@jobs.command("status")
+@json_option
+@click.pass_context
+def jobs_status(ctx: click.Context, as_json: bool) -> None:
+    """Live runners, running runs, recent failures."""
+    app: App = ctx.obj
+
+    async def fetch(store: Store) -> dict[str, Any]:
+        return {
+            "runners": await store.live_runners(app.profile.runner.lease_timeout),
+            "running": await store.running_runs(),
+            "recent_failures": await store.recent_failures(),
+        }
+
+    status = app.with_store(fetch)
+    if _wants_json(ctx, as_json):
+        _print_json(status)
+        return
+    click.echo(f"live runners ({len(status['runners'])}):")
+    print_table(status["runners"], [("id", "ID"), ("hostname", "HOST"), ("pid", "PID"),
+                                    ("concurrency", "SLOTS"), ("running", "RUNNING"),
+                                    ("heartbeat_at", "HEARTBEAT")])
+    click.echo(f"\nrunning ({len(status['running'])}):")
+    _print_runs(status["running"])
+    click.echo(f"\nfailures in the last 24 h ({len(status['recent_failures'])} shown):")
+    _print_runs(status["recent_failures"])
+
+
+@jobs.command("history")
+@click.argument("name", required=False)
+@click.option("--status", type=click.Choice(
+    ["pending", "running", "succeeded", "failed", "skipped", "cancelled"]))
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1))
+@json_option
+@click.pass_context
+def jobs_history(ctx: click.Context, name: str | None, status: str | None, limit: int,
+                 as_json: bool) -> None:
+    """Past runs, newest first."""
+    app: App = ctx.obj
+
+    async def fetch(store: Store) -> list[dict[str, Any]]:
+        if name is not None:
+            await store.get_job(name)  # unknown job: a clear error, not an empty table
+        return await store.history(name, status, limit)
+
+    rows = app.with_store(fetch)
+    if _wants_json(ctx, as_json):
+        _print_json(rows)
+    else:
+        _print_runs(rows)
+
+
+def _print_runs(rows: list[dict[str, Any]]) -> None:
+    print_table(rows, [
+        ("id", "ID"), ("job_name", "JOB"), ("trigger", "TRIGGER"), ("status", "STATUS"),
+        ("scheduled_for", "SCHEDULED"), ("started_at", "STARTED"), ("duration", "SECONDS"),
+        ("attempt", "TRY"), ("message", "MESSAGE"),
+    ])
+
+
+def _set_paused(app: App, name: str, paused: bool) -> None:
+    app.with_store(lambda s: s.set_paused(name, paused))
+    click.echo(f"job '{name}' {'paused' if paused else 'resumed'}")
+
+
+@jobs.command("pause")
+@click.argument("name")
+@click.pass_obj
+def jobs_pause(app: App, name: str) -> None:
+    """Stop scheduling NAME (survives re-syncs) until `resume`."""
+    _set_paused(app, name, True)
+
+
+@jobs.command("resume")
+@click.argument("name")
+@click.pass_obj
+def jobs_resume(app: App, name: str) -> None:
+    """Schedule NAME again; missed ticks follow its misfire policy."""
+    _set_paused(app, name, False)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=_json_default, indent=2))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: map our errors to exit codes (2 bad usage/config, 1 failure)."""
+    try:
+        cli.main(args=argv, prog_name="pgsched", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PgschedError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

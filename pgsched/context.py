@@ -1,0 +1,81 @@
+"""The object a job receives: its run's identity, a logger, database access and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # the definitions layer never imports database code at run time
+    from psycopg import AsyncConnection, Connection
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+Trigger = Literal["schedule", "manual", "retry"]
+
+
+class Cancelled(Exception):
+    """Raised by `JobContext.raise_if_cancelled` once the runner has given up on the run."""
+
+
+@dataclass
+class JobContext:
+    """Everything a running job may use. Long jobs should poll `cancelled` (or call
+    `raise_if_cancelled`) so a timeout or shutdown can stop them; Python cannot kill a thread."""
+
+    run_id: int
+    job_name: str
+    trigger: Trigger
+    scheduled_for: datetime | None
+    attempt: int
+    params: Mapping[str, Any]
+    log: Any
+    _pool_source: Callable[[], ConnectionPool[Any]] = field(repr=False)
+    _apool_source: Callable[[], AsyncConnectionPool[Any]] = field(repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancel_reason: str | None = None
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """A psycopg_pool.ConnectionPool shared by the runner's sync jobs."""
+        return self._pool_source()
+
+    @property
+    def apool(self) -> AsyncConnectionPool[Any]:
+        """A psycopg_pool.AsyncConnectionPool for `async def` jobs."""
+        return self._apool_source()
+
+    def connection(self) -> AbstractContextManager[Connection[Any]]:
+        """A pooled connection; the block is one transaction, committed when it exits cleanly."""
+        return self.pool.connection()
+
+    def aconnection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        return self.apool.connection()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        self._cancel.set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(self.cancel_reason or "cancelled")
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Sleep up to `timeout` seconds, waking early on cancellation; True if cancelled."""
+        return self._cancel.wait(timeout)
+
+    async def asleep(self, seconds: float) -> None:
+        """Async sleep that ends early (raising Cancelled) when the run is cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            self.raise_if_cancelled()
+            await asyncio.sleep(min(0.05, deadline - loop.time()))
+        self.raise_if_cancelled()

@@ -1,0 +1,187 @@
+"""Run one claimed run's callable and turn whatever happens into a RunOutcome.
+
+Used by the runner and by `pgsched jobs run --inline`, so both record runs the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .context import Cancelled, JobContext
+from .logs import get_logger
+from .registry import JobDefinition, Registry
+from .result import coerce_result
+from .store import ClaimedRun, RunOutcome
+
+MAX_MESSAGE = 10_000
+MAX_TRACEBACK = 50_000
+
+
+class _UserBaseException(Exception):
+    """Carries SystemExit/KeyboardInterrupt out of user code without stopping the runner."""
+
+
+@dataclass
+class UserPools:
+    """Lazily opened pools handed to jobs through JobContext: no connections until used."""
+
+    dsn: str
+    max_size: int = 10
+    _sync: Any = None
+    _async: Any = None
+    _lock: threading.Lock = threading.Lock()
+
+    def sync_pool(self) -> Any:
+        with self._lock:
+            if self._sync is None:
+                from psycopg_pool import ConnectionPool
+
+                self._sync = ConnectionPool(self.dsn, min_size=0, max_size=self.max_size,
+                                            open=True, name="pgsched-jobs")
+            return self._sync
+
+    def async_pool(self) -> Any:
+        if self._async is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            self._async = AsyncConnectionPool(self.dsn, min_size=0, max_size=self.max_size,
+                                              open=False, name="pgsched-jobs-async")
+        return self._async
+
+    async def open_async(self) -> Any:
+        pool = self.async_pool()
+        if pool.closed:
+            await pool.open()
+        return pool
+
+    async def close(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+        if self._sync is not None:
+            await asyncio.to_thread(self._sync.close)
+
+
+def _truncate(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} characters cut]"
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    original = exc.__cause__ if isinstance(exc, _UserBaseException) else exc
+    assert original is not None
+    tb = "".join(traceback.format_exception(original))
+    return {
+        "type": f"{type(original).__module__}.{type(original).__qualname__}".removeprefix(
+            "builtins."),
+        "message": _truncate(str(original), MAX_MESSAGE),
+        "traceback": _truncate(tb, MAX_TRACEBACK),
+    }
+
+
+class Execution:
+    """One run in flight: its context, its timing and its outcome."""
+
+    def __init__(self, claimed: ClaimedRun, definition: JobDefinition | None, pools: UserPools,
+                 runner_id: str) -> None:
+        self.claimed = claimed
+        self.definition = definition
+        self.claimed_mono = time.monotonic()
+        self.started_mono: float | None = None
+        self.log = get_logger(runner=runner_id, job=claimed.job_name, run_id=claimed.id,
+                              attempt=claimed.attempt)
+        self.ctx = JobContext(
+            run_id=claimed.id, job_name=claimed.job_name, trigger=claimed.trigger,  # type: ignore[arg-type]
+            scheduled_for=claimed.scheduled_for, attempt=claimed.attempt,
+            params=claimed.params, log=self.log,
+            _pool_source=pools.sync_pool, _apool_source=pools.async_pool,
+        )
+        self._pools = pools
+
+    def _at(self, mono: float | None) -> datetime | None:
+        """A local monotonic instant on the database clock, anchored at the claim."""
+        if mono is None:
+            return None
+        return self.claimed.started_at + timedelta(seconds=mono - self.claimed_mono)
+
+    def outcome(self, status: str, message: str | None = None, *,
+                error: dict[str, Any] | None = None, stats: dict[str, int] | None = None,
+                data: dict[str, Any] | None = None) -> RunOutcome:
+        return RunOutcome(
+            run_id=self.claimed.id, lease=self.claimed.lease, status=status,
+            started_at=self._at(self.started_mono), finished_at=self._at(time.monotonic()),
+            message=_truncate(message, MAX_MESSAGE), error=error, stats=stats, data=data,
+        )
+
+    async def run(self, executor: Executor | None) -> RunOutcome:
+        """Execute with the job's timeout; never raises except for the runner's own cancel."""
+        if self.definition is None:
+            return self.outcome(
+                "failed",
+                f"job '{self.claimed.job_name}' is not defined in this runner's code; deploy "
+                "the code that defines it (or remove the request / the job row)")
+        timeout = self.definition.settings.timeout
+        self.started_mono = time.monotonic()
+        try:
+            value = await asyncio.wait_for(self._call(executor), timeout)
+        except TimeoutError:
+            self.ctx.cancel(f"timed out after {timeout:g}s")
+            self.log.warning("run timed out", timeout=timeout)
+            return self.outcome("failed", f"timed out after {timeout:g}s (timeout={timeout:g})")
+        except asyncio.CancelledError:
+            self.ctx.cancel("runner shutting down")
+            raise
+        except Cancelled as exc:
+            return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
+        except Exception as exc:  # includes _UserBaseException
+            info = error_info(exc)
+            self.log.warning("run raised", error_type=info["type"], error=info["message"])
+            return self.outcome("failed", f"{info['type']}: {info['message']}", error=info)
+        result = coerce_result(value, self.claimed.job_name)
+        return self.outcome(result.status, result.message, stats=result.stats,
+                            data=dict(result.data) or None)
+
+    async def _call(self, executor: Executor | None) -> Any:
+        assert self.definition is not None
+        job = self.definition.job
+        if job.is_async:
+            await self._pools.open_async()
+            return await _guard(job.execute(self.ctx))
+        loop = asyncio.get_running_loop()
+        call: Callable[[], Any] = contextvars.copy_context().run  # type: ignore[assignment]
+        future = loop.run_in_executor(executor, _guard_sync, call, job.execute, self.ctx)
+        future.add_done_callback(_consume)  # a thread that outlived its timeout may raise later
+        # shield: on timeout the thread cannot be killed; it keeps running, told via ctx.
+        return await asyncio.shield(future)
+
+
+async def _guard(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise _UserBaseException(repr(exc)) from exc
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _guard_sync(call: Callable[..., Any], func: Callable[..., Any], ctx: JobContext) -> Any:
+    try:
+        return call(func, ctx)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+        raise _UserBaseException(repr(exc)) from exc
+
+
+def definition_for(registry: Registry, name: str) -> JobDefinition | None:
+    return registry.definitions.get(name)

@@ -1,0 +1,69 @@
+"""Create or upgrade the schema with alembic; safe when many processes start at once."""
+
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from typing import Any
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from .queries import DEFAULT_SCHEMA, quote_ident, read_sql, render
+
+
+def render_sql(filename: str) -> str:
+    """Used by revisions: a file of sql/ rendered for the schema being migrated."""
+    from alembic import context
+
+    return render(read_sql(filename), context.config.attributes["schema"])
+
+
+def _engine(dsn: str) -> Any:
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
+
+
+def _config(schema: str, connection: Any, location: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", location)
+    cfg.attributes.update(connection=connection, schema=schema, quoted_schema=quote_ident(schema))
+    return cfg
+
+
+def upgrade(dsn: str, schema: str = DEFAULT_SCHEMA) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (revision before, revision after)."""
+    before = current_revision(dsn, schema)
+    with as_file(files("pgsched.migrations")) as location, _engine(dsn).connect() as conn:
+        command.upgrade(_config(schema, conn, str(location)), "head")
+    return before, head_revision()
+
+
+def head_revision() -> str:
+    with as_file(files("pgsched.migrations")) as location:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(location))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(dsn: str, schema: str = DEFAULT_SCHEMA) -> str | None:
+    with _engine(dsn).connect() as conn:
+        exists = conn.execute(
+            text("SELECT to_regclass(:t) IS NOT NULL"),
+            {"t": f"{quote_ident(schema)}.alembic_version"},
+        ).scalar()
+        if not exists:
+            return None
+        ctx = MigrationContext.configure(conn, opts={"version_table_schema": schema})
+        return ctx.get_current_revision()
+
+
+def drop_sql(schema: str = DEFAULT_SCHEMA) -> str:
+    return render(read_sql("drop.sql"), schema)

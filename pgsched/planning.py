@@ -1,0 +1,123 @@
+"""Decide the fate of due ticks: run now, queue, or record as skipped — with the reason.
+
+Pure functions of what the claim read from the database (including its clock), so the
+misfire and overlap policies are unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Literal
+
+from .cron import CronSchedule, parse_schedule
+
+TickStatus = Literal["running", "pending", "skipped"]
+
+
+@dataclass(frozen=True)
+class DueJob:
+    """A locked, due row of pgsched.jobs as the claim read it."""
+
+    name: str
+    schedule: str
+    timezone: str
+    next_run_at: datetime
+    overlap: str
+    misfire: str
+    misfire_grace: float
+    misfire_cap: int
+    busy: bool
+    db_now: datetime
+
+
+@dataclass(frozen=True)
+class PlannedTick:
+    job_name: str
+    tick: datetime
+    status: TickStatus
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    job_name: str
+    next_run_at: datetime
+    ticks: tuple[PlannedTick, ...]
+
+
+@lru_cache(maxsize=4096)
+def cached_schedule(expression: str, timezone: str) -> CronSchedule:
+    return parse_schedule(expression, timezone)
+
+
+def _fmt(t: datetime) -> str:
+    return t.isoformat(timespec="seconds")
+
+
+def _misfire(due: DueJob, late: list[datetime], overflow: bool) -> list[PlannedTick]:
+    """Apply the misfire policy to ticks that are later than the grace allows."""
+    count = f"{len(late)}{'+' if overflow else ''}"
+    missed = (
+        f"missed: {count} tick(s) from {_fmt(late[0])} to {_fmt(late[-1])} were not claimed "
+        f"within misfire_grace={due.misfire_grace:g}s (no runner alive, or job paused)"
+    )
+    if overflow:
+        missed += f"; only the first misfire_cap={due.misfire_cap} are recorded"
+    if due.misfire == "skip":
+        return [PlannedTick(due.name, t, "skipped", f"{missed}; misfire=skip") for t in late]
+    if due.misfire == "once":
+        skipped = [
+            PlannedTick(due.name, t, "skipped", f"{missed}; misfire=once runs only the last")
+            for t in late[:-1]
+        ]
+        last = PlannedTick(due.name, late[-1], "pending", f"{missed}; misfire=once: this run")
+        return [*skipped, last]
+    return [PlannedTick(due.name, t, "pending", f"{missed}; misfire=all") for t in late]
+
+
+def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[PlannedTick], int]:
+    """Overlap policy and free slots: the first runnable tick may start here and now; the
+    others wait as pending (run one after another unless overlap=allow)."""
+    busy = due.busy  # a run was already running when the claim looked
+    queued = False  # an earlier tick of this batch runs first
+    out: list[PlannedTick] = []
+    for p in planned:
+        if p.status == "skipped":
+            out.append(p)
+        elif due.busy and due.overlap == "skip":
+            reason = "previous run still running (overlap=skip)"
+            out.append(PlannedTick(p.job_name, p.tick, "skipped", reason))
+        elif free > 0 and (due.overlap == "allow" or not (busy or queued)):
+            out.append(PlannedTick(p.job_name, p.tick, "running", p.message))
+            free -= 1
+            queued = True
+        else:
+            out.append(PlannedTick(p.job_name, p.tick, "pending", p.message))
+            queued = True
+    return out, free
+
+
+def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
+    """The rows to write for one due job, its next tick, and the slots left for other jobs."""
+    cron = cached_schedule(due.schedule, due.timezone)
+    start = due.next_run_at
+    ticks = [start] if start <= due.db_now else []
+    ticks += cron.ticks_between(start, due.db_now, limit=due.misfire_cap + 1)
+    ticks = sorted(set(ticks))
+    overflow = len(ticks) > due.misfire_cap
+    ticks = ticks[: due.misfire_cap]
+    late = [t for t in ticks if (due.db_now - t).total_seconds() > due.misfire_grace]
+    on_time = [PlannedTick(due.name, t, "pending") for t in ticks if t not in late]
+    planned = (_misfire(due, late, overflow) if late else []) + on_time
+    assigned, free = _assign(due, planned, free)
+    return JobPlan(due.name, cron.next_after(due.db_now), tuple(assigned)), free
+
+
+def plan_claim(due_jobs: list[DueJob], free: int) -> list[JobPlan]:
+    plans: list[JobPlan] = []
+    for due in due_jobs:
+        plan, free = plan_job(due, free)
+        plans.append(plan)
+    return plans

@@ -1,0 +1,308 @@
+"""The runner: claim due work, execute it, write results, keep leases alive.
+
+One asyncio loop holds the claim loop, the LISTEN connection, the heartbeat/reaper and the
+result flusher; sync jobs run in a thread pool, async jobs on the loop. All coordination is in
+the database, so any number of identical runners can run and any of them may die.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg_pool import PoolTimeout
+
+from . import __version__
+from .execution import Execution, UserPools, definition_for
+from .logs import get_logger
+from .queries import channel_for
+from .registry import Registry
+from .store import ClaimedRun, RunOutcome, Store
+
+DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    concurrency: int = 10
+    poll_interval: float = 5.0
+    heartbeat_interval: float = 2.0
+    lease_timeout: float = 15.0
+    grace_period: float = 30.0
+    listen: bool = True
+    flush_interval: float = 0.005
+    max_held_results: int = 100_000
+
+
+class Backoff:
+    """Exponential backoff for database reconnects: no crash-loop, no busy spin."""
+
+    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
+        self.first, self.most, self.current = first, most, first
+
+    def next(self) -> float:
+        delay, self.current = self.current, min(self.current * 2, self.most)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class Runner:
+    def __init__(self, store: Store, registry: Registry, config: RunnerConfig) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.log = get_logger(runner=self.id)
+        self.pools = UserPools(store.dsn, max_size=max(2, config.concurrency))
+        self.executor = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
+        self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
+        self._results: deque[RunOutcome] = deque()
+        self._wake = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._signals = 0
+        self._db_up = True
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        await self._register()
+        self._install_signal_handlers()
+        self.log.info("runner started", concurrency=self.config.concurrency,
+                      jobs=len(self.registry), listen=self.config.listen)
+        tasks = [asyncio.create_task(c, name=n) for n, c in [
+            ("heartbeat", self._heartbeat_loop()),
+            ("flush", self._flush_loop()),
+            *([("listen", self._listen_loop())] if self.config.listen else []),
+        ]]
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._final_flush()
+            await self._unregister()
+            await self.pools.close()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        self.log.info("runner stopped")
+        return 0
+
+    def request_stop(self) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("second signal: exiting now; leases will recover running runs")
+            os._exit(1)
+        self.log.info("stop requested: no new claims, finishing running jobs",
+                      running=len(self._active), grace_period=self.config.grace_period)
+        self._stopping.set()
+        self._wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+
+    async def _register(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.store.register_runner(self.id, socket.gethostname(), os.getpid(),
+                                                 self.config.concurrency, __version__)
+                return
+            except DB_ERRORS as exc:
+                await self._database_down(exc, backoff)
+
+    async def _unregister(self) -> None:
+        try:
+            await asyncio.wait_for(self.store.unregister_runner(self.id), 5)
+        except (*DB_ERRORS, TimeoutError) as exc:
+            self.log.warning("could not unregister; the lease will expire", error=str(exc))
+
+    async def _database_down(self, exc: BaseException, backoff: Backoff) -> None:
+        delay = backoff.next()
+        if self._db_up:
+            self.log.error("database unavailable; retrying with backoff", error=str(exc).strip(),
+                           held_results=len(self._results))
+        self._db_up = False
+        await asyncio.sleep(delay)
+
+    def _database_back(self) -> None:
+        if not self._db_up:
+            self.log.info("database reachable again", held_results=len(self._results))
+            self._db_up = True
+            self._wake.set()
+            self._flush_now.set()
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._active)
+            timeout: float | None = self.config.poll_interval
+            if free > 0 and len(self._results) < self.config.max_held_results:
+                try:
+                    claimed = await self.store.claim(self.id, free)
+                    for run in claimed:
+                        self._start(run)
+                    timeout = await self._sleep_time(len(claimed), free)
+                    backoff.reset()
+                    self._database_back()
+                except DB_ERRORS as exc:
+                    await self._database_down(exc, backoff)
+                    continue
+            else:
+                timeout = None  # full: a finished run wakes us
+            if timeout is None or timeout > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+
+    async def _sleep_time(self, claimed: int, asked: int) -> float | None:
+        if claimed == asked:
+            return None  # now full; more may be due: a finished run wakes the loop
+        due_in = await self.store.seconds_until_due()
+        if due_in is None:
+            return self.config.poll_interval
+        if due_in <= 0:
+            # Due work we could not claim: locked by another runner, or waiting for a running
+            # run of its job. Look again soon, not in a tight loop.
+            return 0.1
+        return min(due_in, self.config.poll_interval)
+
+    def _start(self, claimed: ClaimedRun) -> None:
+        execution = Execution(claimed, definition_for(self.registry, claimed.job_name),
+                              self.pools, self.id)
+        task = asyncio.create_task(self._execute(execution), name=f"run-{claimed.id}")
+        self._active[claimed.id] = (execution, task)
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            outcome = await execution.run(self.executor)
+        except asyncio.CancelledError:
+            outcome = execution.outcome(
+                "failed", f"shutdown: still running after the grace period "
+                          f"({self.config.grace_period:g}s)")
+        finally:
+            self._active.pop(execution.claimed.id, None)
+        self._results.append(outcome)
+        self._flush_now.set()
+        self._wake.set()
+
+    # --- results ----------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._flush_now.wait()
+            self._flush_now.clear()
+            await asyncio.sleep(self.config.flush_interval)  # gather a batch
+            while self._results:
+                try:
+                    await self._flush_once()
+                    backoff.reset()
+                    self._database_back()
+                except DB_ERRORS as exc:
+                    await self._database_down(exc, backoff)
+
+    async def _flush_once(self) -> None:
+        batch = list(self._results)[:1000]
+        written = await self.store.finish(batch)
+        for _ in batch:
+            self._results.popleft()
+        for outcome in batch:
+            if outcome.run_id not in written:
+                self.log.warning("result discarded: this runner no longer holds the lease "
+                                 "(the run was already finished elsewhere)",
+                                 run_id=outcome.run_id, status=outcome.status)
+
+    async def _final_flush(self, deadline: float = 30.0) -> None:
+        end = time.monotonic() + deadline
+        backoff = Backoff()
+        while self._results and time.monotonic() < end:
+            try:
+                await self._flush_once()
+            except DB_ERRORS as exc:
+                await self._database_down(exc, backoff)
+        if self._results:
+            self.log.error("results not written before exit; leases will mark them lost",
+                           count=len(self._results))
+
+    async def _drain(self) -> None:
+        """Graceful stop: let running jobs finish within the grace period, then fail the rest."""
+        if self._active:
+            tasks = [task for _, task in self._active.values()]
+            _, pending = await asyncio.wait(tasks, timeout=self.config.grace_period)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- liveness ---------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                if not await self.store.heartbeat(self.id, self._stopping.is_set()):
+                    self.log.warning("this runner was declared dead (lease expired); "
+                                     "re-registering; results of its old runs are discarded")
+                    await self._register()
+                runners, runs = await self.store.reap_lost(self.config.lease_timeout)
+                if runners or runs:
+                    self.log.warning("recovered runs of lost runners", runners=runners, runs=runs)
+                backoff.reset()
+                self._database_back()
+            except DB_ERRORS as exc:
+                await self._database_down(exc, backoff)
+                continue
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _listen_loop(self) -> None:
+        """LISTEN for new requests and schedule changes; after a reconnect, poll once, since
+        notifications sent while we were away are lost."""
+        backoff = Backoff()
+        channel = sql.Identifier(channel_for(self.store.schema))
+        while True:
+            try:
+                async with await AsyncConnection.connect(self.store.dsn, autocommit=True) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(channel))
+                    backoff.reset()
+                    self._wake.set()
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except DB_ERRORS as exc:
+                await self._database_down(exc, backoff)
+
+
+def run_runner(store: Store, registry: Registry, config: RunnerConfig) -> int:
+    async def main() -> int:
+        await store.open(wait=False)
+        try:
+            return await Runner(store, registry, config).run()
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+__all__ = ["Runner", "RunnerConfig", "run_runner"]

