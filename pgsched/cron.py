@@ -168,11 +168,11 @@ def _normalise(expression: str) -> str:
         fields.insert(0, "0")
     elif len(fields) != 6:
         raise ValueError(f"it has {len(fields)} fields")
-    for (name, allowed), value in zip(_FIELDS, fields, strict=True):
+    for index, ((name, allowed), value) in enumerate(zip(_FIELDS, fields, strict=True)):
         if any(_HASH_RE.match(part) for part in value.split(",")):
             raise ValueError(f"{name} {value!r}: hashed/random (H, R) values are not supported")
-        probe = ["*"] * 6
-        probe[_FIELDS.index((name, allowed))] = value
+        probe = ["*"] * 6  # check each field alone, so the error can name it
+        probe[index] = value
         try:
             croniter.expand(" ".join(probe), second_at_beginning=True)
         except CroniterError:
@@ -191,9 +191,7 @@ def _compile(expression: str, timezone: str) -> _Compiled | str:
         iterator.get_next(datetime, start_time=datetime(2000, 1, 1))
     except CroniterBadDateError:
         return "it never matches a real date"
-    except ValueError as exc:
-        return str(exc)
-    except CroniterError as exc:  # pragma: no cover - combinations the per-field probe missed
+    except ValueError as exc:  # includes croniter's errors for combinations of valid fields
         return str(exc)
     zone = get_zone(timezone)
     hours = expanded[1]
@@ -300,7 +298,7 @@ def parse_schedule(
 ) -> CronSchedule:
     """Validate a schedule for `job`, naming the job in any error."""
     if not isinstance(expression, str):
-        raise _fail(repr(expression), "a schedule must be a string", job)
+        raise _fail(str(expression), "a schedule must be a string", job)
     get_zone(timezone, job=job)
     compiled = _compile(expression, timezone)
     if isinstance(compiled, str):

@@ -199,7 +199,9 @@ def load_profile(path: Path | str | None) -> Profile:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        problem = exc.problem or "unreadable YAML"
+        if exc.context and exc.context_mark is not None:
+            problem = f"{problem} ({exc.context} at line {exc.context_mark.line + 1})"
         raise ProfileError(
             f"{where}{position}: malformed YAML: {problem}; fix the syntax at that position"
         ) from None

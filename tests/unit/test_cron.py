@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,8 +11,10 @@ from pgsched.cron import CronSchedule, parse_schedule
 from pgsched.errors import CronError
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 def ticks(expr: str, start: datetime, count: int, tz: str = "UTC") -> list[datetime]:
@@ -156,7 +159,7 @@ def test_fixed_hour_schedule_fires_once_per_day_over_a_dst_year() -> None:
     schedule = parse_schedule("0 30 2 * * *", "Europe/Berlin")
     got = schedule.ticks_between(utc(2027, 1, 1), utc(2028, 1, 1), 1000)
     assert len(got) == 365
-    assert all(a < b for a, b in zip(got, got[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(got))
 
 
 def test_ticks_between_is_inclusive_and_bounded() -> None:

@@ -113,7 +113,7 @@ def test_schedule_is_validated_as_cron() -> None:
 
 def test_timezone_is_validated() -> None:
     assert check_setting("timezone", "Europe/Berlin", where=WHERE) == "Europe/Berlin"
-    with pytest.raises(ConfigError, match="job 'x': setting 'timezone'.*unknown timezone"):
+    with pytest.raises(ConfigError, match=r"job 'x': setting 'timezone'.*unknown timezone"):
         check_setting("timezone", "Mars/Olympus", where=WHERE)
 
 
@@ -138,4 +138,6 @@ def test_merge_settings_rejects_any_bad_value() -> None:
 
 def test_merge_settings_checks_the_schedule_in_the_overridden_timezone() -> None:
     with pytest.raises(ConfigError, match="unknown timezone"):
-        merge_settings(JobSettings(), {"timezone": "Nowhere/Land", "schedule": "@daily"}, where=WHERE)
+        merge_settings(
+            JobSettings(), {"timezone": "Nowhere/Land", "schedule": "@daily"}, where=WHERE
+        )
