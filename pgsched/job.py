@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
 
 from .context import JobContext
 from .errors import DefinitionError
 from .result import JobResult
-from .settings import SETTING_NAMES, JobSettings, check_setting
+from .settings import SETTING_NAMES, JobSettings, merge_settings
 
-JobReturn = Union[JobResult, str, None]
-JobFunction = Callable[[JobContext], Union[JobReturn, Awaitable[JobReturn]]]
+JobReturn = JobResult | str | None
+JobFunction = Callable[[JobContext], JobReturn | Awaitable[JobReturn]]
 F = TypeVar("F", bound=JobFunction)
 
 
@@ -42,11 +42,8 @@ class Job:
                 f"{type(self).__qualname__} has no `name`; give every job a unique string name"
             )
         where = f"job '{self.name}' ({type(self).__module__}.{type(self).__qualname__})"
-        values: dict[str, Any] = {}
-        for setting in SETTING_NAMES:
-            if hasattr(self, setting):
-                values[setting] = check_setting(setting, getattr(self, setting), where=where)
-        return JobSettings(**values)
+        values = {s: getattr(self, s) for s in SETTING_NAMES if hasattr(self, s)}
+        return merge_settings(JobSettings(), values, where=where)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -63,15 +60,15 @@ class FunctionJob(Job):
         self._description = description or (inspect.getdoc(func) or "").split("\n")[0]
         self._settings = settings
 
-    @property  # type: ignore[override]
+    @property
     def name(self) -> str:  # type: ignore[override]
         return self._name
 
-    @property  # type: ignore[override]
+    @property
     def description(self) -> str:  # type: ignore[override]
         return self._description
 
-    @property  # type: ignore[override]
+    @property
     def schedule(self) -> str | None:  # type: ignore[override]
         value = self._settings.get("schedule")
         return value if isinstance(value, str) else None
@@ -92,11 +89,7 @@ class FunctionJob(Job):
 
     def settings(self) -> JobSettings:
         where = f"job '{self._name}' ({self.origin})"
-        unknown = set(self._settings) - SETTING_NAMES
-        for key in sorted(unknown):
-            check_setting(key, self._settings[key], where=where)  # raises with a suggestion
-        values = {k: check_setting(k, v, where=where) for k, v in self._settings.items()}
-        return JobSettings(**values)
+        return merge_settings(JobSettings(), self._settings, where=where)
 
 
 class Extension:

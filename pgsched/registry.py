@@ -12,8 +12,8 @@ from typing import Any
 
 from .cron import CronSchedule, parse_schedule
 from .errors import DefinitionError, ProfileError
-from .job import FunctionJob, Job
 from .job import Extension as Extension
+from .job import FunctionJob, Job
 from .profile import Profile
 from .settings import JobSettings, merge_settings
 
@@ -56,7 +56,9 @@ def import_extension(spec: str, *, where: str) -> list[Extension]:
     """Import `module:attr` (an Extension, an Extension class, a list of them, or a factory)."""
     module_name, _, attr = spec.partition(":")
     if not module_name:
-        raise DefinitionError(f"{where}: '{spec}' is not an import path; write it as module:attribute")
+        raise DefinitionError(
+            f"{where}: '{spec}' is not an import path; write it as module:attribute"
+        )
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: apps in the working directory are importable
     try:
@@ -70,7 +72,8 @@ def import_extension(spec: str, *, where: str) -> list[Extension]:
         found = [v for v in vars(module).values() if isinstance(v, Extension)]
         if not found:
             raise DefinitionError(
-                f"{where}: module '{module_name}' holds no Extension; name one as {module_name}:NAME"
+                f"{where}: module '{module_name}' holds no Extension; "
+                f"name one as {module_name}:NAME"
             )
         return found
     try:
@@ -95,8 +98,9 @@ def _as_extensions(value: Any, spec: str, where: str) -> list[Extension]:
     )
 
 
-def discover(app_specs: Iterable[str], profile: Profile, *, use_entry_points: bool = True
-             ) -> list[Extension]:
+def discover(
+    app_specs: Iterable[str], profile: Profile, *, use_entry_points: bool = True
+) -> list[Extension]:
     """Extensions from --app, the profile's `extensions:` list and the entry-point group."""
     found: list[Extension] = []
     for spec in app_specs:

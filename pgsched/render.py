@@ -22,8 +22,11 @@ def cell(value: Any) -> str:
     return " ".join(str(value).split())  # one line per row
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
-                derive: dict[str, Callable[[dict[str, Any]], Any]] | None = None) -> None:
+def print_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    derive: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
+) -> None:
     if not rows:
         click.echo("(none)")
         return

@@ -45,7 +45,7 @@ class JobResult:
 
 
 def coerce_result(value: object, job_name: str) -> JobResult:
-    """Accept what the contract allows a job to return; anything else is a failed run, not a crash."""
+    """Accept what the contract allows a job to return; anything else fails the run."""
     if isinstance(value, JobResult):
         return value
     if value is None:

@@ -8,6 +8,8 @@ the database, so any number of identical runners can run and any of them may die
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextlib
 import os
 import signal
 import socket
@@ -16,7 +18,6 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -81,13 +82,20 @@ class Runner:
         """Serve until stopped; returns the process exit code."""
         await self._register()
         self._install_signal_handlers()
-        self.log.info("runner started", concurrency=self.config.concurrency,
-                      jobs=len(self.registry), listen=self.config.listen)
-        tasks = [asyncio.create_task(c, name=n) for n, c in [
-            ("heartbeat", self._heartbeat_loop()),
-            ("flush", self._flush_loop()),
-            *([("listen", self._listen_loop())] if self.config.listen else []),
-        ]]
+        self.log.info(
+            "runner started",
+            concurrency=self.config.concurrency,
+            jobs=len(self.registry),
+            listen=self.config.listen,
+        )
+        tasks = [
+            asyncio.create_task(c, name=n)
+            for n, c in [
+                ("heartbeat", self._heartbeat_loop()),
+                ("flush", self._flush_loop()),
+                *([("listen", self._listen_loop())] if self.config.listen else []),
+            ]
+        ]
         try:
             await self._claim_loop()
             await self._drain()
@@ -107,25 +115,27 @@ class Runner:
         if self._signals > 1:
             self.log.warning("second signal: exiting now; leases will recover running runs")
             os._exit(1)
-        self.log.info("stop requested: no new claims, finishing running jobs",
-                      running=len(self._active), grace_period=self.config.grace_period)
+        self.log.info(
+            "stop requested: no new claims, finishing running jobs",
+            running=len(self._active),
+            grace_period=self.config.grace_period,
+        )
         self._stopping.set()
         self._wake.set()
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-                pass
 
     async def _register(self) -> None:
         backoff = Backoff()
         while True:
             try:
-                await self.store.register_runner(self.id, socket.gethostname(), os.getpid(),
-                                                 self.config.concurrency, __version__)
+                await self.store.register_runner(
+                    self.id, socket.gethostname(), os.getpid(), self.config.concurrency, __version__
+                )
                 return
             except DB_ERRORS as exc:
                 await self._database_down(exc, backoff)
@@ -139,8 +149,11 @@ class Runner:
     async def _database_down(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()
         if self._db_up:
-            self.log.error("database unavailable; retrying with backoff", error=str(exc).strip(),
-                           held_results=len(self._results))
+            self.log.error(
+                "database unavailable; retrying with backoff",
+                error=str(exc).strip(),
+                held_results=len(self._results),
+            )
         self._db_up = False
         await asyncio.sleep(delay)
 
@@ -172,10 +185,8 @@ class Runner:
             else:
                 timeout = None  # full: a finished run wakes us
             if timeout is None or timeout > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
             self._wake.clear()
 
     async def _sleep_time(self, claimed: int, asked: int) -> float | None:
@@ -191,8 +202,9 @@ class Runner:
         return min(due_in, self.config.poll_interval)
 
     def _start(self, claimed: ClaimedRun) -> None:
-        execution = Execution(claimed, definition_for(self.registry, claimed.job_name),
-                              self.pools, self.id)
+        execution = Execution(
+            claimed, definition_for(self.registry, claimed.job_name), self.pools, self.id
+        )
         task = asyncio.create_task(self._execute(execution), name=f"run-{claimed.id}")
         self._active[claimed.id] = (execution, task)
 
@@ -201,8 +213,9 @@ class Runner:
             outcome = await execution.run(self.executor)
         except asyncio.CancelledError:
             outcome = execution.outcome(
-                "failed", f"shutdown: still running after the grace period "
-                          f"({self.config.grace_period:g}s)")
+                "failed",
+                f"shutdown: still running after the grace period ({self.config.grace_period:g}s)",
+            )
         finally:
             self._active.pop(execution.claimed.id, None)
         self._results.append(outcome)
@@ -232,9 +245,12 @@ class Runner:
             self._results.popleft()
         for outcome in batch:
             if outcome.run_id not in written:
-                self.log.warning("result discarded: this runner no longer holds the lease "
-                                 "(the run was already finished elsewhere)",
-                                 run_id=outcome.run_id, status=outcome.status)
+                self.log.warning(
+                    "result discarded: this runner no longer holds the lease "
+                    "(the run was already finished elsewhere)",
+                    run_id=outcome.run_id,
+                    status=outcome.status,
+                )
 
     async def _final_flush(self, deadline: float = 30.0) -> None:
         end = time.monotonic() + deadline
@@ -245,8 +261,10 @@ class Runner:
             except DB_ERRORS as exc:
                 await self._database_down(exc, backoff)
         if self._results:
-            self.log.error("results not written before exit; leases will mark them lost",
-                           count=len(self._results))
+            self.log.error(
+                "results not written before exit; leases will mark them lost",
+                count=len(self._results),
+            )
 
     async def _drain(self) -> None:
         """Graceful stop: let running jobs finish within the grace period, then fail the rest."""
@@ -264,8 +282,10 @@ class Runner:
         while True:
             try:
                 if not await self.store.heartbeat(self.id, self._stopping.is_set()):
-                    self.log.warning("this runner was declared dead (lease expired); "
-                                     "re-registering; results of its old runs are discarded")
+                    self.log.warning(
+                        "this runner was declared dead (lease expired); "
+                        "re-registering; results of its old runs are discarded"
+                    )
                     await self._register()
                 runners, runs = await self.store.reap_lost(self.config.lease_timeout)
                 if runners or runs:

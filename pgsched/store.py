@@ -64,8 +64,14 @@ class SyncReport:
 def _claimed(rows: Sequence[Row]) -> list[ClaimedRun]:
     return [
         ClaimedRun(
-            r["id"], r["job_name"], r["trigger"], r["scheduled_for"], r["attempt"],
-            r["params"], r["lease"], r["started_at"],
+            r["id"],
+            r["job_name"],
+            r["trigger"],
+            r["scheduled_for"],
+            r["attempt"],
+            r["params"],
+            r["lease"],
+            r["started_at"],
         )
         for r in rows
         if r["status"] == "running"
@@ -112,10 +118,15 @@ class Store:
 
     # --- runners -------------------------------------------------------------------------
 
-    async def register_runner(self, runner_id: str, hostname: str, pid: int, concurrency: int,
-                              version: str) -> None:
-        await self._all("register_runner", dict(id=runner_id, hostname=hostname, pid=pid,
-                                                concurrency=concurrency, version=version))
+    async def register_runner(
+        self, runner_id: str, hostname: str, pid: int, concurrency: int, version: str
+    ) -> None:
+        await self._all(
+            "register_runner",
+            dict(
+                id=runner_id, hostname=hostname, pid=pid, concurrency=concurrency, version=version
+            ),
+        )
 
     async def heartbeat(self, runner_id: str, stopping: bool = False) -> bool:
         """False when this runner was declared dead by another and must re-register."""
@@ -146,8 +157,9 @@ class Store:
         claimed = await self._claim_ticks(runner_id, free)
         left = free - len(claimed)
         if left > 0:
-            claimed += _claimed(await self._all("claim_pending", {"runner": runner_id,
-                                                                  "limit": left}))
+            claimed += _claimed(
+                await self._all("claim_pending", {"runner": runner_id, "limit": left})
+            )
         return claimed
 
     async def _claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
@@ -182,17 +194,20 @@ class Store:
         """Write final states in one statement; returns the ids whose lease still held."""
         if not outcomes:
             return set()
-        rows = await self._all("finish_runs", {
-            "ids": [o.run_id for o in outcomes],
-            "leases": [o.lease for o in outcomes],
-            "statuses": [o.status for o in outcomes],
-            "started_ats": [o.started_at for o in outcomes],
-            "finished_ats": [o.finished_at for o in outcomes],
-            "messages": [o.message for o in outcomes],
-            "errors": [_json(o.error) for o in outcomes],
-            "stats": [_json(o.stats) for o in outcomes],
-            "data": [_json(o.data) for o in outcomes],
-        })
+        rows = await self._all(
+            "finish_runs",
+            {
+                "ids": [o.run_id for o in outcomes],
+                "leases": [o.lease for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "started_ats": [o.started_at for o in outcomes],
+                "finished_ats": [o.finished_at for o in outcomes],
+                "messages": [o.message for o in outcomes],
+                "errors": [_json(o.error) for o in outcomes],
+                "stats": [_json(o.stats) for o in outcomes],
+                "data": [_json(o.data) for o in outcomes],
+            },
+        )
         return {r["id"] for r in rows}
 
     async def prune_history(self, keep_seconds: float, batch: int = 5000) -> int:
@@ -235,8 +250,10 @@ class Store:
 
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        return (f"unknown job '{name}': no row in {self.schema}.jobs; {hint}"
-                "run `pgsched jobs list` to see the jobs, or `pgsched sync` after adding it")
+        return (
+            f"unknown job '{name}': no row in {self.schema}.jobs; {hint}"
+            "run `pgsched jobs list` to see the jobs, or `pgsched sync` after adding it"
+        )
 
     async def set_paused(self, name: str, paused: bool) -> None:
         if await self._one("set_paused", {"name": name, "paused": paused}) is None:
@@ -250,11 +267,13 @@ class Store:
         assert row is not None
         return int(row["id"])
 
-    async def insert_inline_run(self, name: str, params: dict[str, Any], runner_id: str
-                                ) -> ClaimedRun:
+    async def insert_inline_run(
+        self, name: str, params: dict[str, Any], runner_id: str
+    ) -> ClaimedRun:
         try:
-            rows = await self._all("insert_inline_run",
-                                   {"name": name, "params": Jsonb(params), "runner": runner_id})
+            rows = await self._all(
+                "insert_inline_run", {"name": name, "params": Jsonb(params), "runner": runner_id}
+            )
         except errors.ForeignKeyViolation:
             raise UnknownJobError(await self._unknown_job_message(name)) from None
         return _claimed(rows)[0]
@@ -275,12 +294,29 @@ class Store:
         return await self._all("recent_failures", {"limit": limit})
 
 
-def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime
-                 ) -> dict[str, Any]:
-    cols: dict[str, list[Any]] = {k: [] for k in (
-        "names extensions descriptions schedules timezones enableds timeouts max_attempts "
-        "retry_backoffs overlaps misfires misfire_graces misfire_caps tags overrides origins "
-        "next_run_ats").split()}
+def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime) -> dict[str, Any]:
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in [
+            "names",
+            "extensions",
+            "descriptions",
+            "schedules",
+            "timezones",
+            "enableds",
+            "timeouts",
+            "max_attempts",
+            "retry_backoffs",
+            "overlaps",
+            "misfires",
+            "misfire_graces",
+            "misfire_caps",
+            "tags",
+            "overrides",
+            "origins",
+            "next_run_ats",
+        ]
+    }
     for d in registry:
         s = d.settings
         old = existing.get(d.name)
@@ -301,8 +337,11 @@ def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime
         cols["overrides"].append(Jsonb(dict(d.overrides)))
         cols["origins"].append(d.origin)
         reset = (
-            old is None or old["next_run_at"] is None or old["orphaned"]
-            or old["schedule"] != s.schedule or old["timezone"] != d.timezone
+            old is None
+            or old["next_run_at"] is None
+            or old["orphaned"]
+            or old["schedule"] != s.schedule
+            or old["timezone"] != d.timezone
             or (s.enabled and not old["enabled"])
         )
         cron = d.cron
@@ -310,8 +349,9 @@ def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime
     return cols
 
 
-async def prune_history_on(conn: AsyncConnection[Any], schema: str, keep_seconds: float,
-                           batch: int = 5000) -> int:
+async def prune_history_on(
+    conn: AsyncConnection[Any], schema: str, keep_seconds: float, batch: int = 5000
+) -> int:
     """Delete finished runs older than the retention, batch by batch (short transactions, so
     vacuum keeps up); returns the count. Takes a connection so the housekeeping job can use
     its own."""

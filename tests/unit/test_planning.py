@@ -11,8 +11,17 @@ T0 = datetime(2027, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 def due(**kw: object) -> DueJob:
     values: dict[str, object] = dict(
-        name="j", schedule="* * * * * *", timezone="UTC", next_run_at=T0, overlap="skip",
-        misfire="once", misfire_grace=5.0, misfire_cap=100, busy=False, db_now=T0)
+        name="j",
+        schedule="* * * * * *",
+        timezone="UTC",
+        next_run_at=T0,
+        overlap="skip",
+        misfire="once",
+        misfire_grace=5.0,
+        misfire_cap=100,
+        busy=False,
+        db_now=T0,
+    )
     values.update(kw)
     return DueJob(**values)  # type: ignore[arg-type]
 
@@ -34,15 +43,15 @@ def test_ticks_within_grace_all_run_one_after_another() -> None:
 def test_overlap_skip_records_the_tick_when_a_run_is_still_running() -> None:
     plan, free = plan_job(due(busy=True), free=4)
     assert [(t.status, t.message) for t in plan.ticks] == [
-        ("skipped", "previous run still running (overlap=skip)")]
+        ("skipped", "previous run still running (overlap=skip)")
+    ]
     assert free == 4
 
 
 def test_overlap_queue_waits_and_allow_runs_concurrently() -> None:
     queued, _ = plan_job(due(busy=True, overlap="queue"), free=4)
     assert [t.status for t in queued.ticks] == ["pending"]
-    allowed, _ = plan_job(due(busy=True, overlap="allow",
-                              db_now=T0 + timedelta(seconds=1)), free=4)
+    allowed, _ = plan_job(due(busy=True, overlap="allow", db_now=T0 + timedelta(seconds=1)), free=4)
     assert [t.status for t in allowed.ticks] == ["running", "running"]
 
 
@@ -77,8 +86,10 @@ def test_misfire_once_runs_the_missed_period_once() -> None:
 def test_misfire_all_runs_every_missed_tick_up_to_the_cap() -> None:
     plan, _ = plan_job(late("all"), free=4)
     assert [t.status for t in plan.ticks] == ["running"] + ["pending"] * 10
-    capped, _ = plan_job(due(misfire="all", misfire_cap=3, misfire_grace=2.0,
-                             db_now=T0 + timedelta(seconds=10.5)), free=4)
+    capped, _ = plan_job(
+        due(misfire="all", misfire_cap=3, misfire_grace=2.0, db_now=T0 + timedelta(seconds=10.5)),
+        free=4,
+    )
     assert len(capped.ticks) == 3
     assert "misfire_cap=3" in (capped.ticks[0].message or "")
     assert capped.next_run_at == T0 + timedelta(seconds=11)
