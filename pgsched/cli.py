@@ -215,6 +215,16 @@ def runner(
     sys.exit(code)
 
 
+@cli.command()
+@click.argument("kind", type=click.Choice(["runner", "requester", "reader"]))
+@click.argument("role")
+@click.pass_obj
+def grant(app: App, kind: str, role: str) -> None:
+    """Grant ROLE the least privileges a KIND of client needs (see sql/grants.sql)."""
+    statements = app.with_store(lambda s: s.grant(kind, role))
+    click.echo(statements)
+
+
 @cli.group()
 def jobs() -> None:
     """Inspect and operate jobs."""
@@ -321,6 +331,12 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 async def _request(
     app: App, store: Store, name: str, params: dict[str, Any], wait: bool
 ) -> dict[str, Any]:
+    job = await store.get_job(name)
+    if job["orphaned"]:
+        raise ConfigError(
+            f"job '{name}' was removed from the code (orphaned in {store.schema}.jobs); "
+            "no runner would run it. Restore its definition and run `pgsched sync`"
+        )
     run_id = await store.request_run(name, params)
     if not await store.live_runners(app.profile.runner.lease_timeout):
         click.echo(

@@ -40,9 +40,10 @@ def render(text: str, schema: str) -> str:
 
 
 @cache
-def named_queries(schema: str = DEFAULT_SCHEMA) -> dict[str, str]:
-    """Every `-- name: x` block of sql/queries.sql, rendered for `schema`."""
-    text = read_sql("queries.sql")
+def named_queries(schema: str = DEFAULT_SCHEMA, filename: str = "queries.sql") -> dict[str, str]:
+    """Every `-- name: x` block of a file of sql/ (queries.sql by default), rendered for
+    `schema`."""
+    text = read_sql(filename)
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

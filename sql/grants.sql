@@ -1,0 +1,23 @@
+-- Least-privilege grants, one block per kind of role (`pgsched grant KIND ROLE`).
+-- `{schema}` is the quoted schema, `{role}` the quoted role name. The schema's owner (who runs
+-- `pgsched migrate`) keeps DDL; none of these roles can change the schema.
+
+-- name: runner
+-- Claims, executes and records runs; syncs definitions; prunes history. Never deletes jobs.
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT, INSERT, UPDATE ON {schema}.jobs TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.runs TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.runners TO {role};
+GRANT SELECT ON {schema}.alembic_version TO {role};
+
+-- name: requester
+-- May request a manual run (only job_name and params: it cannot forge a status or a result)
+-- and read history; may not change history, jobs or runners.
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners TO {role};
+GRANT INSERT (job_name, params) ON {schema}.runs TO {role};
+
+-- name: reader
+-- Dashboards and ad-hoc history queries.
+GRANT USAGE ON SCHEMA {schema} TO {role};
+GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners TO {role};

@@ -1,0 +1,99 @@
+"""Least privilege for the three kinds of client, and a configurable (quoted) schema name."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from tests.runners import pgsched, query, runners, wait_registered, wait_until, write_profile
+
+APP = ("--app", "tests.apps.basic:ext")
+
+
+def _role(dsn: str, kind: str) -> str:
+    name = f"pgsched_{kind}_{uuid.uuid4().hex[:8]}"
+    query(dsn, f'CREATE ROLE "{name}" LOGIN')
+    out = pgsched("grant", kind, name, dsn=dsn)
+    assert out.returncode == 0, out.stderr
+    return make_conninfo(dsn, user=name)
+
+
+def test_requester_may_request_and_read_but_not_rewrite_history(dsn: str) -> None:
+    assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
+    requester = _role(dsn, "requester")
+    with psycopg.connect(requester, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO pgsched.runs (job_name, params) VALUES "
+            "('echo-params', '{\"a\": 1}') RETURNING id"
+        ).fetchone()
+        assert row is not None
+        assert conn.execute("SELECT count(*) FROM pgsched.runs").fetchone() == (1,)
+        denied = [
+            "UPDATE pgsched.runs SET status = 'succeeded'",
+            "DELETE FROM pgsched.runs",
+            "INSERT INTO pgsched.runs (job_name, status) VALUES ('echo-params', 'succeeded')",
+            "UPDATE pgsched.jobs SET paused = true",
+            "DELETE FROM pgsched.runners",
+        ]
+        for statement in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_reader_may_only_select(dsn: str) -> None:
+    assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
+    reader = _role(dsn, "reader")
+    with psycopg.connect(reader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pgsched.jobs").fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO pgsched.runs (job_name) VALUES ('echo-params')")
+
+
+def test_runner_role_can_sync_claim_and_record(dsn: str, tmp_path: Path) -> None:
+    runner_dsn = _role(dsn, "runner")
+    with runners(runner_dsn, tmp_path, profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        query(dsn, "INSERT INTO pgsched.runs (job_name) VALUES ('echo-params') RETURNING id")
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM pgsched.runs WHERE job_name = 'echo-params'"
+                " AND status = 'succeeded'",
+            ),
+            20,
+            "the run",
+            procs,
+        )
+        assert procs[0].terminate() == 0
+    with (
+        psycopg.connect(runner_dsn, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("DROP TABLE pgsched.runs")
+
+
+def test_schema_name_is_configurable_and_quoted(empty_dsn: str, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, '\ndatabase:\n  schema: "Sched_Test"\n')
+    migrated = pgsched("migrate", dsn=empty_dsn, profile=profile)
+    assert migrated.returncode == 0, migrated.stderr
+    with runners(empty_dsn, tmp_path, profile=profile) as procs:
+        wait_until(
+            lambda: query(empty_dsn, 'SELECT 1 FROM "Sched_Test".runners'), 30, "the runner", procs
+        )
+        query(
+            empty_dsn,
+            "INSERT INTO \"Sched_Test\".runs (job_name) VALUES ('echo-params') RETURNING id",
+        )
+        wait_until(
+            lambda: query(
+                empty_dsn, "SELECT 1 FROM \"Sched_Test\".runs WHERE status = 'succeeded'"
+            ),
+            20,
+            "the run",
+            procs,
+        )
+    assert query(empty_dsn, "SELECT to_regclass('pgsched.runs') AS t")[0]["t"] is None
