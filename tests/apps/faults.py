@@ -1,0 +1,175 @@
+"""Jobs for the fault-tolerance tests (tests/integration/test_faults.py, test_chaos.py).
+
+Each scenario has its own extension, so a runner started for one test fires only the
+schedules that test is about. Jobs that must be observable from outside pgsched's own
+bookkeeping write to plain tables the test creates (`chaos_exec`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import time
+
+from pgsched import Extension, JobContext, JobResult
+
+# --- manual-only jobs for the single-fault tests ---------------------------------------------
+
+ext = Extension("faults")
+
+
+@ext.job("echo", description="succeeds at once, reports its pid")
+def echo(ctx: JobContext) -> JobResult:
+    return JobResult.success(f"echo from {os.getpid()}").with_data({"pid": os.getpid()})
+
+
+@ext.job("cooperative-sleep", description="sleeps params.seconds, noticing cancellation")
+def cooperative_sleep(ctx: JobContext) -> str:
+    seconds = float(ctx.params.get("seconds", 2))
+    if ctx.wait_cancelled(seconds):
+        return f"noticed cancellation: {ctx.cancel_reason}"
+    return f"slept {seconds:g}s"
+
+
+@ext.job("stubborn-sleep", description="time.sleep(params.seconds): ignores cancellation")
+def stubborn_sleep(ctx: JobContext) -> str:
+    seconds = float(ctx.params.get("seconds", 2))
+    time.sleep(seconds)
+    return f"slept {seconds:g}s"
+
+
+@ext.job("times-out", description="sleeps past its 1 s timeout, ignoring it", timeout=1)
+def times_out(ctx: JobContext) -> str:
+    time.sleep(float(ctx.params.get("seconds", 30)))
+    return "woke up after the timeout"
+
+
+@ext.job(
+    "always-fails",
+    description="raises on every attempt",
+    max_attempts=3,
+    retry_backoff=0.3,
+)
+def always_fails(ctx: JobContext) -> None:
+    raise RuntimeError(f"attempt {ctx.attempt} failed")
+
+
+@ext.job("returns-int", description="returns a value the contract does not allow")
+def returns_int(ctx: JobContext) -> int:
+    return 42
+
+
+@ext.job("calls-sys-exit", description="a sync job calling sys.exit()")
+def calls_sys_exit(ctx: JobContext) -> None:
+    sys.exit(3)
+
+
+@ext.job("raises-keyboard-interrupt", description="an async job raising KeyboardInterrupt")
+async def raises_keyboard_interrupt(ctx: JobContext) -> None:
+    await asyncio.sleep(0)
+    raise KeyboardInterrupt
+
+
+@ext.job("huge-message", description="returns a 10 MB message")
+def huge_message(ctx: JobContext) -> str:
+    return "x" * 10_000_000
+
+
+@ext.job("huge-error", description="raises with a 10 MB exception message")
+def huge_error(ctx: JobContext) -> None:
+    raise ValueError("y" * 10_000_000)
+
+
+# A job that a later deploy removes: sync with `doomed` and `ext`, then run with `ext` only.
+doomed = Extension("faults-doomed")
+
+
+@doomed.job("doomed", description="removed from the code in the next deploy")
+def doomed_job(ctx: JobContext) -> str:
+    return "should never run once orphaned"
+
+
+# --- scheduled jobs, one extension per scenario ------------------------------------------------
+
+misfire = Extension("faults-misfire")
+
+for _policy in ("skip", "once", "all"):
+    misfire.job(
+        f"misfire-{_policy}",
+        schedule="* * * * * *",
+        description=f"every second, misfire={_policy}",
+        misfire=_policy,
+        misfire_grace=1,
+    )(lambda ctx: None)
+
+overlap_queue = Extension("faults-overlap-queue")
+
+
+@overlap_queue.job(
+    "slow-queued", schedule="* * * * * *", description="2.5 s job every second", overlap="queue"
+)
+def slow_queued(ctx: JobContext) -> str:
+    time.sleep(2.5)
+    return "done"
+
+
+overlap_allow = Extension("faults-overlap-allow")
+
+
+@overlap_allow.job(
+    "slow-allowed", schedule="* * * * * *", description="2.5 s job every second", overlap="allow"
+)
+def slow_allowed(ctx: JobContext) -> str:
+    time.sleep(2.5)
+    return "done"
+
+
+ticker = Extension("faults-ticker")
+
+
+@ticker.job("ticker", schedule="* * * * * *", description="no-op every second")
+def tick(ctx: JobContext) -> None:
+    return None
+
+
+# --- the chaos test --------------------------------------------------------------------------
+
+CHAOS_JOBS = 20
+chaos = Extension("chaos")
+
+
+def _record_execution(ctx: JobContext) -> None:
+    """The first thing every chaos execution does: say, durably, that it started."""
+    with ctx.connection() as conn:
+        conn.execute(
+            "INSERT INTO chaos_exec (job_name, trigger, scheduled_for, run_id, attempt, pid) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            [ctx.job_name, ctx.trigger, ctx.scheduled_for, ctx.run_id, ctx.attempt, os.getpid()],
+        )
+
+
+def _chaos_work(ctx: JobContext) -> str:
+    _record_execution(ctx)
+    # Long enough that kills and the database restart land mid-run now and then.
+    time.sleep(random.uniform(0.05, 0.6))
+    return f"ran in {os.getpid()}"
+
+
+for _i in range(CHAOS_JOBS):
+    chaos.job(
+        f"chaos-{_i:02d}",
+        schedule="* * * * * *",
+        description="records its execution, every second",
+        max_attempts=2,
+        retry_backoff=0.2,
+    )(_chaos_work)
+
+chaos.job(
+    "chaos-manual",
+    description="records its execution; requested by the test",
+    overlap="allow",
+    max_attempts=2,
+    retry_backoff=0.2,
+)(_chaos_work)

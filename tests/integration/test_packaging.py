@@ -1,0 +1,47 @@
+"""A plain (non-editable) install carries the SQL and the migrations; the example SQL runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import psycopg
+
+from tests.runners import ROOT, pgsched
+
+
+def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    wheel = next(tmp_path.glob("pgsched-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in [
+        "pgsched/sql/queries.sql",
+        "pgsched/sql/schema.sql",
+        "pgsched/sql/grants.sql",
+        "pgsched/sql/examples/did_it_run.sql",
+        "pgsched/migrations/env.py",
+        "pgsched/migrations/versions/0001_initial.py",
+        "pgsched/py.typed",
+    ]:
+        assert required in names, f"{required} missing from {wheel.name}"
+
+
+def test_example_history_queries_run(dsn: str) -> None:
+    assert pgsched("--app", "examples.demo:ext", "sync", dsn=dsn).returncode == 0
+    inline = pgsched("--app", "examples.demo:ext", "jobs", "run", "demo-greet", "--inline", dsn=dsn)
+    assert inline.returncode == 0, inline.stderr
+    examples = sorted((ROOT / "sql" / "examples").glob("*.sql"))
+    assert len(examples) >= 5
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for path in examples:
+            conn.execute(path.read_text().encode())
+        greeted = conn.execute(
+            "SELECT count(*) FROM pgsched.runs WHERE job_name = 'demo-greet'"
+        ).fetchone()
+    assert greeted == (2,)  # the inline run and the one request_run.sql inserted
