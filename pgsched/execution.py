@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from .store import ClaimedRun, RunOutcome
 
 MAX_MESSAGE = 10_000
 MAX_TRACEBACK = 50_000
+MAX_DATA = 1_000_000
 
 
 class _UserBaseException(Exception):
@@ -76,6 +78,25 @@ def _truncate(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return text[:limit] + f"… [{len(text) - limit} characters cut]"
+
+
+def _text(value: object) -> str | None:
+    """PostgreSQL text cannot hold NUL; jobs may return anything."""
+    if value is None:
+        return None
+    return _truncate(str(value).replace("\x00", "\\0"), MAX_MESSAGE)
+
+
+def _storable(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What a job returns as data must never stop its result (or a batch) from being written:
+    non-JSON values become strings, NULs are escaped, and oversize documents are replaced."""
+    if value is None:
+        return None
+    text = json.dumps(value, default=str).replace("\\u0000", "\\\\0")
+    if len(text) > MAX_DATA:
+        return {"truncated": True, "size": len(text), "preview": text[:MAX_MESSAGE]}
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -142,10 +163,10 @@ class Execution:
             status=status,
             started_at=self._at(self.started_mono),
             finished_at=self._at(time.monotonic()),
-            message=_truncate(message, MAX_MESSAGE),
-            error=error,
-            stats=stats,
-            data=data,
+            message=_text(message),
+            error=_storable(error),
+            stats=_storable(stats),
+            data=_storable(data),
         )
 
     async def run(self, executor: Executor | None) -> RunOutcome:

@@ -12,8 +12,9 @@ from functools import lru_cache
 from typing import Literal
 
 from .cron import CronSchedule, parse_schedule
+from .errors import CronError
 
-TickStatus = Literal["running", "pending", "skipped"]
+TickStatus = Literal["running", "pending", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class PlannedTick:
 @dataclass(frozen=True)
 class JobPlan:
     job_name: str
-    next_run_at: datetime
+    next_run_at: datetime | None  # None stops the job firing (its schedule is unreadable)
     ticks: tuple[PlannedTick, ...]
 
 
@@ -118,6 +119,14 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
 def plan_claim(due_jobs: list[DueJob], free: int) -> list[JobPlan]:
     plans: list[JobPlan] = []
     for due in due_jobs:
-        plan, free = plan_job(due, free)
+        try:
+            plan, free = plan_job(due, free)
+        except CronError as exc:
+            # Someone wrote a schedule pgsched cannot read straight into pgsched.jobs: stop the
+            # job (next_run_at NULL) and say so in its history, rather than stop the runner.
+            reason = f"{exc}; fix pgsched.jobs.schedule or run `pgsched sync` to restore it"
+            plan = JobPlan(
+                due.name, None, (PlannedTick(due.name, due.next_run_at, "failed", reason),)
+            )
         plans.append(plan)
     return plans

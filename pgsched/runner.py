@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -145,6 +146,14 @@ class Runner:
         except (*DB_ERRORS, TimeoutError) as exc:
             self.log.warning("could not unregister; the lease will expire", error=str(exc))
 
+    async def _trouble(self, exc: Exception, backoff: Backoff, where: str) -> None:
+        """Every loop's error path: wait, never crash-loop, never spin."""
+        if isinstance(exc, DB_ERRORS):
+            await self._database_down(exc, backoff)
+        else:
+            self.log.exception(f"unexpected error in the {where}; retrying", error=repr(exc))
+            await asyncio.sleep(backoff.next())
+
     async def _database_down(self, exc: BaseException, backoff: Backoff) -> None:
         delay = backoff.next()
         if self._db_up:
@@ -178,8 +187,8 @@ class Runner:
                     timeout = await self._sleep_time(len(claimed), free)
                     backoff.reset()
                     self._database_back()
-                except DB_ERRORS as exc:
-                    await self._database_down(exc, backoff)
+                except Exception as exc:
+                    await self._trouble(exc, backoff, "claim loop")
                     continue
             else:
                 timeout = None  # full: a finished run wakes us
@@ -234,12 +243,17 @@ class Runner:
                     await self._flush_once()
                     backoff.reset()
                     self._database_back()
-                except DB_ERRORS as exc:
-                    await self._database_down(exc, backoff)
+                except Exception as exc:
+                    await self._trouble(exc, backoff, "result writer")
 
     async def _flush_once(self) -> None:
-        batch = list(self._results)[:1000]
-        written = await self.store.finish(batch)
+        batch = list(itertools.islice(self._results, 1000))
+        try:
+            written = await self.store.finish(batch)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, DB_ERRORS):
+                raise
+            written = await self._finish_one_by_one(batch)
         for _ in batch:
             self._results.popleft()
         for outcome in batch:
@@ -250,6 +264,29 @@ class Runner:
                     run_id=outcome.run_id,
                     status=outcome.status,
                 )
+
+    async def _finish_one_by_one(self, batch: list[RunOutcome]) -> set[int]:
+        """The database refused a batch (not a connection problem): find the result it cannot
+        store and record the run as failed with the reason, so one bad result never blocks the
+        others."""
+        written: set[int] = set()
+        for outcome in batch:
+            try:
+                written |= await self.store.finish([outcome])
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, DB_ERRORS):
+                    raise
+                self.log.error("result could not be stored", run_id=outcome.run_id, error=str(exc))
+                replacement = replace(
+                    outcome,
+                    status="failed",
+                    data=None,
+                    stats=None,
+                    error=None,
+                    message=f"result could not be stored: {exc}"[:2000],
+                )
+                written |= await self.store.finish([replacement])
+        return written
 
     async def _final_flush(self, deadline: float = 30.0) -> None:
         end = time.monotonic() + deadline
@@ -291,8 +328,8 @@ class Runner:
                     self.log.warning("recovered runs of lost runners", runners=runners, runs=runs)
                 backoff.reset()
                 self._database_back()
-            except DB_ERRORS as exc:
-                await self._database_down(exc, backoff)
+            except Exception as exc:
+                await self._trouble(exc, backoff, "heartbeat")
                 continue
             await asyncio.sleep(self.config.heartbeat_interval)
 

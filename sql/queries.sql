@@ -44,8 +44,8 @@ INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_af
                                finished_at, runner, lease, message)
 SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
        CASE WHEN t.status = 'running' THEN now() END,
-       CASE WHEN t.status = 'skipped' THEN now() END,
-       CASE WHEN t.status IN ('running', 'skipped') THEN %(runner)s END,
+       CASE WHEN t.status IN ('skipped', 'failed') THEN now() END,
+       CASE WHEN t.status <> 'pending' THEN %(runner)s END,
        CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
        t.message
 FROM unnest(%(tick_jobs)s::text[], %(ticks)s::timestamptz[], %(statuses)s::text[],

@@ -93,3 +93,10 @@ def test_misfire_all_runs_every_missed_tick_up_to_the_cap() -> None:
     assert len(capped.ticks) == 3
     assert "misfire_cap=3" in (capped.ticks[0].message or "")
     assert capped.next_run_at == T0 + timedelta(seconds=11)
+
+
+def test_unreadable_schedule_stops_the_job_with_a_recorded_reason() -> None:
+    (plan,) = plan_claim([due(schedule="61 * * * * *")], free=4)
+    assert plan.next_run_at is None
+    (tick,) = plan.ticks
+    assert tick.status == "failed" and "61 * * * * *" in (tick.message or "")
