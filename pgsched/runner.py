@@ -71,6 +71,9 @@ class Runner:
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
         self._results: deque[RunOutcome] = deque()
         self._wake = asyncio.Event()
+        self._ticks_due_at = 0.0  # monotonic time before which no scheduled tick is due
+        self._ticks_checked_at = 0.0
+        self._idle = Backoff(first=0.005, most=1.0)
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._signals = 0
@@ -178,35 +181,49 @@ class Runner:
         backoff = Backoff()
         while not self._stopping.is_set():
             free = self.config.concurrency - len(self._active)
-            timeout: float | None = self.config.poll_interval
+            timeout: float | None = None  # full: a finished run wakes us
             if free > 0 and len(self._results) < self.config.max_held_results:
                 try:
-                    claimed = await self.store.claim(self.id, free)
-                    for run in claimed:
-                        self._start(run)
-                    timeout = await self._sleep_time(len(claimed), free)
+                    timeout = await self._claim(free)
                     backoff.reset()
                     self._database_back()
                 except Exception as exc:
                     await self._trouble(exc, backoff, "claim loop")
                     continue
-            else:
-                timeout = None  # full: a finished run wakes us
             if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    self._ticks_due_at = 0.0  # a timer ran out: ticks may be due (or poll)
             self._wake.clear()
 
-    async def _sleep_time(self, claimed: int, asked: int) -> float | None:
-        if claimed == asked:
-            return None  # now full; more may be due: a finished run wakes the loop
-        due_in = await self.store.seconds_until_due()
+    async def _claim(self, free: int) -> float | None:
+        """Claim and start up to `free` runs; return how long to wait before looking again."""
+        claimed: list[ClaimedRun] = []
+        now = time.monotonic()
+        if now >= min(self._ticks_due_at, self._ticks_checked_at + self.config.poll_interval):
+            self._ticks_checked_at = now  # the safety net also covers a missed NOTIFY
+            claimed += await self.store.claim_ticks(self.id, free)
+        if len(claimed) < free:
+            claimed += await self.store.claim_pending(self.id, free - len(claimed))
+        for run in claimed:
+            self._start(run)
+        if len(claimed) == free:
+            return None
+        if claimed:
+            return 0.0  # there may be more: look again at once
+        looked_at = time.monotonic()
+        ticks_in, pending_in = await self.store.seconds_until_due()
+        self._ticks_due_at = looked_at + ticks_in if ticks_in is not None else float("inf")
+        due_in = min((s for s in (ticks_in, pending_in) if s is not None), default=None)
         if due_in is None:
             return self.config.poll_interval
         if due_in <= 0:
-            # Due work we could not claim: locked by another runner, or waiting for a running
-            # run of its job. Look again soon, not in a tight loop.
-            return 0.1
+            # Due, but nothing claimable: locked by another runner's claim (it commits within
+            # milliseconds), or waiting for a running run of its job. Look again soon, backing
+            # off so a long wait does not become a busy loop.
+            return self._idle.next()
+        self._idle.reset()
         return min(due_in, self.config.poll_interval)
 
     def _start(self, claimed: ClaimedRun) -> None:
@@ -344,7 +361,10 @@ class Runner:
                     await conn.execute(sql.SQL("LISTEN {}").format(channel))
                     backoff.reset()
                     self._wake.set()
-                    async for _ in conn.notifies():
+                    self._ticks_due_at = 0.0
+                    async for notify in conn.notifies():
+                        if notify.payload == "jobs":  # a schedule changed: look at the ticks
+                            self._ticks_due_at = 0.0
                         self._wake.set()
             except DB_ERRORS as exc:
                 await self._database_down(exc, backoff)

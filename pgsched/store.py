@@ -148,20 +148,13 @@ class Store:
 
     # --- claiming --------------------------------------------------------------------------
 
-    async def claim(self, runner_id: str, free: int) -> list[ClaimedRun]:
-        """Claim up to `free` runs: due scheduled ticks first, then pending requests/retries.
+    async def claim_pending(self, runner_id: str, limit: int) -> list[ClaimedRun]:
+        """Claim manual requests and retries whose time has come (one statement)."""
+        return _claimed(await self._all("claim_pending", {"runner": runner_id, "limit": limit}))
 
-        One short transaction each; no user code runs while the row locks are held.
-        """
-        claimed = await self._claim_ticks(runner_id, free)
-        left = free - len(claimed)
-        if left > 0:
-            claimed += _claimed(
-                await self._all("claim_pending", {"runner": runner_id, "limit": left})
-            )
-        return claimed
-
-    async def _claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
+    async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
+        """Claim due scheduled ticks: one short transaction that locks the due jobs, records
+        every tick's fate and advances next_run_at. No user code runs while it holds locks."""
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q["lock_due_jobs"], {"limit": free})
@@ -185,9 +178,12 @@ class Store:
             "messages": [t.message for t in ticks],
         }
 
-    async def seconds_until_due(self) -> float | None:
+    async def seconds_until_due(self) -> tuple[float | None, float | None]:
+        """(until the earliest due tick, until the earliest pending run), by the database
+        clock; None where there is none."""
         row = await self._one("seconds_until_due")
-        return None if row is None else row["seconds"]
+        assert row is not None
+        return row["ticks"], row["pending"]
 
     async def finish(self, outcomes: Sequence[RunOutcome]) -> set[int]:
         """Write final states in one statement; returns the ids whose lease still held."""

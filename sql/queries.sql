@@ -76,12 +76,13 @@ RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.p
           r.started_at
 
 -- name: seconds_until_due
--- How long a runner may sleep, by the database clock: the earliest due tick or pending run.
-SELECT extract(epoch FROM (LEAST(
-    (SELECT min(next_run_at) FROM {schema}.jobs
-     WHERE enabled AND NOT paused AND NOT orphaned AND next_run_at IS NOT NULL),
-    (SELECT min(run_after) FROM {schema}.runs WHERE status = 'pending')
-) - clock_timestamp()))::float8 AS seconds
+-- How long a runner may sleep, by the database clock: until the earliest due tick, and until
+-- the earliest pending run (NULL: none). Both are index-only looks at the first entry.
+SELECT extract(epoch FROM (SELECT min(next_run_at) FROM {schema}.jobs
+                           WHERE enabled AND NOT paused AND NOT orphaned
+                             AND next_run_at IS NOT NULL) - clock_timestamp())::float8 AS ticks,
+       extract(epoch FROM (SELECT min(run_after) FROM {schema}.runs WHERE status = 'pending')
+                          - clock_timestamp())::float8 AS pending
 
 -- name: finish_runs
 -- One statement per flush for a batch of results. The lease check means a runner that lost
