@@ -48,7 +48,12 @@ class UserPools:
                 from psycopg_pool import ConnectionPool
 
                 self._sync = ConnectionPool(
-                    self.dsn, min_size=0, max_size=self.max_size, open=True, name="pgsched-jobs"
+                    self.dsn,
+                    min_size=0,
+                    max_size=self.max_size,
+                    open=True,
+                    name="pgsched-jobs",
+                    check=ConnectionPool.check_connection,  # no dead connections after a restart
                 )
             return self._sync
 
@@ -57,7 +62,12 @@ class UserPools:
             from psycopg_pool import AsyncConnectionPool
 
             self._async = AsyncConnectionPool(
-                self.dsn, min_size=0, max_size=self.max_size, open=False, name="pgsched-jobs-async"
+                self.dsn,
+                min_size=0,
+                max_size=self.max_size,
+                open=False,
+                name="pgsched-jobs-async",
+                check=AsyncConnectionPool.check_connection,
             )
         return self._async
 

@@ -29,8 +29,9 @@ class DueJob:
     misfire: str
     misfire_grace: float
     misfire_cap: int
-    busy: bool
+    busy: bool  # a run of the job is running
     db_now: datetime
+    queued: bool = False  # runs of the job are waiting to start
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[Pl
     """Overlap policy and free slots: the first runnable tick may start here and now; the
     others wait as pending (run one after another unless overlap=allow)."""
     busy = due.busy  # a run was already running when the claim looked
-    queued = False  # an earlier tick of this batch runs first
+    queued = due.queued  # earlier runs wait: this tick lines up behind them
     out: list[PlannedTick] = []
     for p in planned:
         if p.status == "skipped":

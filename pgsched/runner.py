@@ -13,6 +13,8 @@ import itertools
 import os
 import signal
 import socket
+import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -83,8 +85,8 @@ class Runner:
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
-        await self._register()
         self._install_signal_handlers()
+        await self._register()
         self.log.info(
             "runner started",
             concurrency=self.config.concurrency,
@@ -134,7 +136,7 @@ class Runner:
 
     async def _register(self) -> None:
         backoff = Backoff()
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.store.register_runner(
                     self.id, socket.gethostname(), os.getpid(), self.config.concurrency, __version__
@@ -378,7 +380,20 @@ def run_runner(store: Store, registry: Registry, config: RunnerConfig) -> int:
         finally:
             await store.close()
 
-    return asyncio.run(main())
+    code = asyncio.run(main())
+    workers = [t for t in threading.enumerate() if t.name.startswith("pgsched-job")]
+    deadline = time.monotonic() + 1.0
+    for worker in workers:  # idle workers leave at once after executor.shutdown()
+        worker.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in workers if t.is_alive()]
+    if stuck:
+        # Threads of jobs that ignored cancellation (their runs are already recorded as failed):
+        # Python would wait for them at exit, forever. Leave without them.
+        get_logger().warning("exiting with job threads still running", threads=stuck)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 __all__ = ["Runner", "RunnerConfig", "run_runner"]

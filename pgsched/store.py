@@ -149,8 +149,32 @@ class Store:
     # --- claiming --------------------------------------------------------------------------
 
     async def claim_pending(self, runner_id: str, limit: int) -> list[ClaimedRun]:
-        """Claim manual requests and retries whose time has come (one statement)."""
-        return _claimed(await self._all("claim_pending", {"runner": runner_id, "limit": limit}))
+        """Claim manual requests, retries and queued ticks whose time has come. Unless its job
+        allows overlap, a run starts only when no run of the job is running, one per job."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q["lock_pending"], {"limit": limit})
+            pending = await cur.fetchall()
+            if not pending:
+                return []
+            exclusive = sorted({r["job_name"] for r in pending if not r["overlap_allowed"]})
+            startable: set[str] = set()
+            if exclusive:
+                await cur.execute(self.q["lock_jobs"], {"names": exclusive})
+                locked = [r["name"] for r in await cur.fetchall()]
+                await cur.execute(self.q["running_jobs"], {"names": locked})
+                startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
+            ids = []
+            for row in pending:
+                if row["overlap_allowed"]:
+                    ids.append(row["id"])
+                elif row["job_name"] in startable:
+                    ids.append(row["id"])
+                    startable.discard(row["job_name"])  # one run per job at a time
+            if not ids:
+                return []
+            await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
+            return _claimed(await cur.fetchall())
 
     async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
@@ -158,9 +182,15 @@ class Store:
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q["lock_due_jobs"], {"limit": free})
-            due = [DueJob(**r) for r in await cur.fetchall()]
-            if not due:
+            locked = await cur.fetchall()
+            if not locked:
                 return []
+            await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
+            activity = {r["name"]: r for r in await cur.fetchall()}
+            due = [
+                DueJob(**r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"])
+                for r in locked
+            ]
             plans = plan_claim(due, free)
             await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
             return _claimed(await cur.fetchall())

@@ -19,11 +19,9 @@ DELETE FROM {schema}.runners WHERE id = %(id)s
 
 -- name: lock_due_jobs
 -- Step 1 of a tick claim: lock due jobs (skipping those another runner holds) and read what
--- the planner needs. `busy` says whether a run of the job is still running (overlap policy).
+-- the planner needs.
 SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
-       EXISTS (SELECT 1 FROM {schema}.runs r
-               WHERE r.job_name = j.name AND r.status = 'running') AS busy,
        now() AS db_now
 FROM {schema}.jobs j
 WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
@@ -32,8 +30,19 @@ ORDER BY j.next_run_at
 LIMIT %(limit)s
 FOR UPDATE OF j SKIP LOCKED
 
+-- name: job_activity
+-- Step 2, once the job rows are locked: a new statement sees what other runners committed
+-- before they let go of those rows, so the overlap policy cannot race. `busy`: a run is
+-- running; `queued`: runs are waiting (new ticks line up behind them).
+SELECT j.name,
+       EXISTS (SELECT 1 FROM {schema}.runs r
+               WHERE r.job_name = j.name AND r.status = 'running') AS busy,
+       EXISTS (SELECT 1 FROM {schema}.runs r
+               WHERE r.job_name = j.name AND r.status = 'pending') AS queued
+FROM unnest(%(names)s::text[]) AS j(name)
+
 -- name: record_ticks
--- Step 2, same transaction: advance next_run_at and write one row per tick. Rows this runner
+-- Step 3, same transaction: advance next_run_at and write one row per tick. Rows this runner
 -- starts now are 'running' under a fresh lease; the unique key refuses a second row per tick.
 WITH advanced AS (
     UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
@@ -54,26 +63,34 @@ ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
 RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
           r.started_at
 
--- name: claim_pending
--- Manual requests and retries whose time has come. Unless the job allows overlap, a request
--- waits while a run of the same job is running.
-WITH claimable AS (
-    SELECT r.id
-    FROM {schema}.runs r
-    JOIN {schema}.jobs j ON j.name = r.job_name
-    WHERE r.status = 'pending' AND r.run_after <= now()
-      AND (j.overlap = 'allow' OR NOT EXISTS (
-               SELECT 1 FROM {schema}.runs x WHERE x.job_name = r.job_name AND x.status = 'running'))
-    ORDER BY r.run_after, r.id
-    LIMIT %(limit)s
-    FOR UPDATE OF r SKIP LOCKED
-)
-UPDATE {schema}.runs r
+-- name: lock_pending
+-- Step 1 of a request claim: lock the pending runs whose time has come, oldest first.
+SELECT r.id, r.job_name, j.overlap = 'allow' AS overlap_allowed
+FROM {schema}.runs r
+JOIN {schema}.jobs j ON j.name = r.job_name
+WHERE r.status = 'pending' AND r.run_after <= now()
+ORDER BY r.run_after, r.id
+LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED
+
+-- name: lock_jobs
+-- Step 2 for jobs that do not allow overlap: hold their rows, as a tick claim does, so a
+-- request and a tick (or two runners) cannot both start a run of one job.
+SELECT name FROM {schema}.jobs WHERE name = ANY(%(names)s::text[])
+ORDER BY name
+FOR UPDATE SKIP LOCKED
+
+-- name: running_jobs
+-- Step 3, after step 2's locks: which of those jobs have a run running.
+SELECT DISTINCT job_name FROM {schema}.runs
+WHERE status = 'running' AND job_name = ANY(%(names)s::text[])
+
+-- name: start_pending
+-- Step 4: the chosen runs start under a fresh lease.
+UPDATE {schema}.runs
 SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(), started_at = now()
-FROM claimable c
-WHERE r.id = c.id
-RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
-          r.started_at
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
 
 -- name: seconds_until_due
 -- How long a runner may sleep, by the database clock: until the earliest due tick, and until
@@ -89,7 +106,8 @@ SELECT extract(epoch FROM (SELECT min(next_run_at) FROM {schema}.jobs
 -- its lease (declared dead, or timed out) can never overwrite a final state already written.
 UPDATE {schema}.runs r
 SET status = f.status, started_at = coalesce(f.started_at, r.started_at),
-    finished_at = coalesce(f.finished_at, now()), message = f.message, error = f.error,
+    finished_at = coalesce(f.finished_at, now()), message = coalesce(f.message, r.message),
+    error = f.error,
     stats = f.stats, data = f.data, lease = NULL
 FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(statuses)s::text[],
             %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(messages)s::text[],

@@ -73,6 +73,7 @@ CREATE UNIQUE INDEX runs_tick_uidx ON {schema}.runs (job_name, scheduled_for)
     WHERE trigger = 'schedule';
 -- Pending requests and retries, in the order they may start (literal predicate: see store.py).
 CREATE INDEX runs_pending_idx ON {schema}.runs (run_after, id) WHERE status = 'pending';
+CREATE INDEX runs_pending_job_idx ON {schema}.runs (job_name) WHERE status = 'pending';
 -- Running runs by owner (lease recovery) and by job (overlap checks).
 CREATE INDEX runs_running_runner_idx ON {schema}.runs (runner) WHERE status = 'running';
 CREATE INDEX runs_running_job_idx ON {schema}.runs (job_name) WHERE status = 'running';

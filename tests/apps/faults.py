@@ -25,6 +25,14 @@ def echo(ctx: JobContext) -> JobResult:
     return JobResult.success(f"echo from {os.getpid()}").with_data({"pid": os.getpid()})
 
 
+@ext.job("uses-db", description="one query through the job connection pool")
+def uses_db(ctx: JobContext) -> str:
+    with ctx.connection() as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return f"backend {row[0]}"
+
+
 @ext.job("cooperative-sleep", description="sleeps params.seconds, noticing cancellation")
 def cooperative_sleep(ctx: JobContext) -> str:
     seconds = float(ctx.params.get("seconds", 2))
@@ -95,6 +103,12 @@ def doomed_job(ctx: JobContext) -> str:
 
 misfire = Extension("faults-misfire")
 
+
+def _short_nap(ctx: JobContext) -> None:
+    """Long enough that runs which wrongly overlap are seen to overlap; returns no message."""
+    time.sleep(0.2)
+
+
 for _policy in ("skip", "once", "all"):
     misfire.job(
         f"misfire-{_policy}",
@@ -102,7 +116,7 @@ for _policy in ("skip", "once", "all"):
         description=f"every second, misfire={_policy}",
         misfire=_policy,
         misfire_grace=1,
-    )(lambda ctx: None)
+    )(_short_nap)
 
 overlap_queue = Extension("faults-overlap-queue")
 
