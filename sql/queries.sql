@@ -102,13 +102,16 @@ SELECT extract(epoch FROM (SELECT min(next_run_at) FROM {schema}.jobs
                           - clock_timestamp())::float8 AS pending
 
 -- name: finish_runs
--- One statement per flush for a batch of results. The lease check means a runner that lost
+-- One statement per flush for a batch of results. A note the claim left (misfire, retry) is
+-- kept beside the job's own message. The lease check means a runner that lost
 -- its lease (declared dead, or timed out) can never overwrite a final state already written.
 UPDATE {schema}.runs r
 SET status = f.status, started_at = coalesce(f.started_at, r.started_at),
-    finished_at = coalesce(f.finished_at, now()), message = coalesce(f.message, r.message),
-    error = f.error,
-    stats = f.stats, data = f.data, lease = NULL
+    finished_at = coalesce(f.finished_at, now()),
+    message = CASE WHEN r.message IS NULL THEN f.message
+                   WHEN f.message IS NULL THEN r.message
+                   ELSE f.message || ' [' || r.message || ']' END,
+    error = f.error, stats = f.stats, data = f.data, lease = NULL
 FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[], %(statuses)s::text[],
             %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(messages)s::text[],
             %(errors)s::jsonb[], %(stats)s::jsonb[], %(data)s::jsonb[])

@@ -132,13 +132,12 @@ DECLARE
 BEGIN
     SELECT * INTO job FROM {schema}.jobs WHERE name = NEW.job_name;
     IF NEW.attempt < job.max_attempts AND NOT job.orphaned THEN
+        -- attempt and retry_of say what this row is; its message stays the job's own
         INSERT INTO {schema}.runs (job_name, trigger, status, scheduled_for, run_after,
-                                   attempt, retry_of, params, message)
+                                   attempt, retry_of, params)
         VALUES (NEW.job_name, 'retry', 'pending', NEW.scheduled_for,
                 now() + job.retry_backoff * power(2, NEW.attempt - 1) * (0.75 + random() / 2),
-                NEW.attempt + 1, coalesce(NEW.retry_of, NEW.id), NEW.params,
-                format('attempt %s of %s, retrying run %s', NEW.attempt + 1, job.max_attempts,
-                       NEW.id));
+                NEW.attempt + 1, coalesce(NEW.retry_of, NEW.id), NEW.params);
     END IF;
     RETURN NULL;
 END $$;
