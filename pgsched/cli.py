@@ -23,7 +23,7 @@ from .logs import configure_logging
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
-from .runner import RunnerConfig, run_runner
+from .runner import RunnerConfig, keep_alive, run_runner
 from .store import Store
 
 T = TypeVar("T")
@@ -93,6 +93,11 @@ async def _translate_db_errors(coro: Awaitable[T], schema: str) -> T:
             f"the {schema} schema is missing or out of date ({exc.diag.message_primary}); "
             "run `pgsched migrate` first"
         ) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigError(
+            f"permission denied ({exc.diag.message_primary}); grant this role what it needs "
+            "with `pgsched grant runner|requester|reader ROLE` as the schema owner"
+        ) from exc
 
 
 def _safe_dsn(dsn: str) -> str:
@@ -151,13 +156,30 @@ def cli(
 @click.pass_obj
 def migrate(app: App) -> None:
     """Create or upgrade the schema (idempotent; safe when many processes start at once)."""
-    from .migrate import upgrade
-
-    before, after = upgrade(app.dsn, app.profile.schema)
+    before, after = _upgrade(app)
     if before == after:
         click.echo(f"schema {app.profile.schema} is up to date (revision {after})")
     else:
         click.echo(f"schema {app.profile.schema} migrated: {before or 'empty'} -> {after}")
+
+
+def _upgrade(app: App) -> tuple[str | None, str]:
+    import sqlalchemy.exc
+
+    from .migrate import upgrade
+
+    try:
+        return upgrade(app.dsn, app.profile.schema)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise ConfigError(
+            f"cannot migrate the database at {_safe_dsn(app.dsn)} ({exc.orig}); check --dsn, "
+            "PGSCHED_DATABASE_URL or database.url in the profile"
+        ) from exc
+    except sqlalchemy.exc.ProgrammingError as exc:
+        raise ConfigError(
+            f"cannot migrate: {exc.orig}; `pgsched migrate` needs a role that may create the "
+            f"{app.profile.schema} schema (run it as the owner; runners can use --no-migrate)"
+        ) from exc
 
 
 def _sync(app: App) -> None:
@@ -198,9 +220,7 @@ def runner(
 ) -> None:
     """Sync definitions, then claim and execute due runs until SIGTERM/SIGINT."""
     if do_migrate:
-        from .migrate import upgrade
-
-        upgrade(app.dsn, app.profile.schema)
+        _upgrade(app)
     _sync(app)
     opts = app.profile.runner
     config = RunnerConfig(
@@ -364,11 +384,15 @@ async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any])
     runner_id = f"cli:{socket.gethostname()}:{os.getpid()}"
     await store.register_runner(runner_id, socket.gethostname(), os.getpid(), 0, __version__)
     pools = UserPools(store.dsn)
+    heartbeat = asyncio.create_task(
+        keep_alive(store, runner_id, app.profile.runner.heartbeat_interval)
+    )
     try:
         claimed = await store.insert_inline_run(name, params, runner_id)
         outcome = await Execution(claimed, definition, pools, runner_id).run(None)
         await store.finish([outcome])
     finally:
+        heartbeat.cancel()
         await pools.close()
         await store.unregister_runner(runner_id)
     run = await store.get_run(claimed.id)

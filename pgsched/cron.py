@@ -168,16 +168,23 @@ def _normalise(expression: str) -> str:
         fields.insert(0, "0")
     elif len(fields) != 6:
         raise ValueError(f"it has {len(fields)} fields")
-    for index, ((name, allowed), value) in enumerate(zip(_FIELDS, fields, strict=True)):
+    for (name, _), value in zip(_FIELDS, fields, strict=True):
         if any(_HASH_RE.match(part) for part in value.split(",")):
             raise ValueError(f"{name} {value!r}: hashed/random (H, R) values are not supported")
+    return " ".join(fields)
+
+
+def _field_error(normalised: str) -> str:
+    """Find which field croniter refused (only called on failure: it costs six parses)."""
+    fields = normalised.split()
+    for index, ((name, allowed), value) in enumerate(zip(_FIELDS, fields, strict=True)):
         probe = ["*"] * 6  # check each field alone, so the error can name it
         probe[index] = value
         try:
             croniter.expand(" ".join(probe), second_at_beginning=True)
         except CroniterError:
-            raise ValueError(f"{name} {value!r} is not valid, {name} must be {allowed}") from None
-    return " ".join(fields)
+            return f"{name} {value!r} is not valid, {name} must be {allowed}"
+    return "its fields do not combine into a valid schedule"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -185,14 +192,21 @@ def _compile(expression: str, timezone: str) -> _Compiled | str:
     """Parse once per (expression, zone); a str result is the reason the expression is bad."""
     try:
         normalised = _normalise(expression)
-        expanded = croniter.expand(normalised, second_at_beginning=True)[0]
-        iterator = croniter(normalised, datetime(2000, 1, 1), second_at_beginning=True)
-        # An expression like "0 0 30 2 *" parses but can never fire.
-        iterator.get_next(datetime, start_time=datetime(2000, 1, 1))
-    except CroniterBadDateError:
-        return "it never matches a real date"
-    except ValueError as exc:  # includes croniter's errors for combinations of valid fields
+    except ValueError as exc:
         return str(exc)
+    try:
+        iterator = croniter(normalised, datetime(2000, 1, 1), second_at_beginning=True)
+    except (CroniterError, ValueError):
+        return _field_error(normalised)
+    expanded = iterator.expanded
+    day, month = normalised.split()[3:5]
+    if day != "*" and month != "*":
+        try:  # an expression like "0 0 30 2 *" parses but can never fire
+            iterator.get_next(datetime, start_time=datetime(2000, 1, 1))
+        except CroniterBadDateError:
+            return "it never matches a real date"
+        except ValueError as exc:
+            return str(exc)
     zone = get_zone(timezone)
     hours = expanded[1]
     hour_wildcard = hours == ["*"] or len(set(hours)) == 24

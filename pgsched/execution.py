@@ -90,11 +90,20 @@ def _truncate(text: str | None, limit: int) -> str | None:
     return text[:limit] + f"… [{len(text) - limit} characters cut]"
 
 
+def _clean(text: str) -> str:
+    """PostgreSQL text holds neither NUL nor lone surrogates (str(exc) of a file error may);
+    either would make the database refuse the whole result batch."""
+    return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+
+
 def _text(value: object) -> str | None:
-    """PostgreSQL text cannot hold NUL; jobs may return anything."""
     if value is None:
         return None
-    return _truncate(str(value).replace("\x00", "\\0"), MAX_MESSAGE)
+    try:
+        text = str(value)
+    except Exception as exc:  # a user __str__ that raises
+        text = f"<{type(value).__name__} whose str() raised {exc!r}>"
+    return _truncate(_clean(text), MAX_MESSAGE)
 
 
 def _storable(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -102,7 +111,11 @@ def _storable(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     non-JSON values become strings, NULs are escaped, and oversize documents are replaced."""
     if value is None:
         return None
-    text = json.dumps(value, default=str).replace("\\u0000", "\\\\0")
+    try:
+        text = _clean(json.dumps(value, default=str, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError) as exc:  # non-str keys, cycles, bad __str__
+        return {"unstorable": f"could not be stored as JSON: {exc!r}"[:MAX_MESSAGE]}
+    text = text.replace("\\u0000", "\\\\0")
     if len(text) > MAX_DATA:
         return {"truncated": True, "size": len(text), "preview": text[:MAX_MESSAGE]}
     loaded: dict[str, Any] = json.loads(text)
@@ -117,8 +130,8 @@ def error_info(exc: BaseException) -> dict[str, Any]:
         "type": f"{type(original).__module__}.{type(original).__qualname__}".removeprefix(
             "builtins."
         ),
-        "message": _truncate(str(original), MAX_MESSAGE),
-        "traceback": _truncate(tb, MAX_TRACEBACK),
+        "message": _text(original),
+        "traceback": _truncate(_clean(tb), MAX_TRACEBACK),
     }
 
 
@@ -189,9 +202,13 @@ class Execution:
             )
         timeout = self.definition.settings.timeout
         self.started_mono = time.monotonic()
+        deadline = asyncio.timeout(timeout)
         try:
-            value = await asyncio.wait_for(self._call(executor), timeout)
-        except TimeoutError:
+            async with deadline:
+                value = await self._call(executor)
+        except TimeoutError as exc:
+            if not deadline.expired():  # the job's own TimeoutError (a socket, a wait_for...)
+                return self._raised(exc)
             self.ctx.cancel(f"timed out after {timeout:g}s")
             self.log.warning("run timed out", timeout=timeout)
             return self.outcome("failed", f"timed out after {timeout:g}s (timeout={timeout:g})")
@@ -201,13 +218,16 @@ class Execution:
         except Cancelled as exc:
             return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
         except Exception as exc:  # includes _UserBaseException
-            info = error_info(exc)
-            self.log.warning("run raised", error_type=info["type"], error=info["message"])
-            return self.outcome("failed", f"{info['type']}: {info['message']}", error=info)
+            return self._raised(exc)
         result = coerce_result(value, self.claimed.job_name)
         return self.outcome(
             result.status, result.message, stats=result.stats, data=dict(result.data) or None
         )
+
+    def _raised(self, exc: BaseException) -> RunOutcome:
+        info = error_info(exc)
+        self.log.warning("run raised", error_type=info["type"], error=info["message"])
+        return self.outcome("failed", f"{info['type']}: {info['message']}", error=info)
 
     async def _call(self, executor: Executor | None) -> Any:
         assert self.definition is not None

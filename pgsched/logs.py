@@ -33,5 +33,8 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     )
 
 
+_BASE: Any = structlog.get_logger("pgsched")  # resolved once: binding per run stays cheap
+
+
 def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger("pgsched").bind(**bound)
+    return _BASE.bind(**bound)

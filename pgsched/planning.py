@@ -66,7 +66,7 @@ def _misfire(due: DueJob, late: list[datetime], overflow: bool) -> list[PlannedT
         f"within misfire_grace={due.misfire_grace:g}s (no runner alive, or job paused)"
     )
     if overflow:
-        missed += f"; only the first misfire_cap={due.misfire_cap} are recorded"
+        missed += f"; only the last misfire_cap={due.misfire_cap} are recorded"
     if due.misfire == "skip":
         return [PlannedTick(due.name, t, "skipped", f"{missed}; misfire=skip") for t in late]
     if due.misfire == "once":
@@ -105,16 +105,23 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
     """The rows to write for one due job, its next tick, and the slots left for other jobs."""
     cron = cached_schedule(due.schedule, due.timezone)
     start = due.next_run_at
-    ticks = [start] if start <= due.db_now else []
-    ticks += cron.ticks_between(start, due.db_now, limit=due.misfire_cap + 1)
-    ticks = sorted(set(ticks))
+    following = cron.next_after(start)
+    if following > due.db_now:  # the common case: exactly one tick is due
+        ticks = [start]
+        next_run_at = following
+    else:
+        ticks = sorted({start, *cron.ticks_between(start, due.db_now, due.misfire_cap + 1)})
+        next_run_at = cron.next_after(due.db_now)
     overflow = len(ticks) > due.misfire_cap
-    ticks = ticks[: due.misfire_cap]
+    if overflow:  # keep the newest ticks: misfire=once must run the latest one
+        span = ticks[due.misfire_cap] - ticks[0]
+        recent = cron.ticks_between(due.db_now - span, due.db_now, due.misfire_cap + 1)
+        ticks = recent[-due.misfire_cap :]
     late = [t for t in ticks if (due.db_now - t).total_seconds() > due.misfire_grace]
     on_time = [PlannedTick(due.name, t, "pending") for t in ticks if t not in late]
     planned = (_misfire(due, late, overflow) if late else []) + on_time
     assigned, free = _assign(due, planned, free)
-    return JobPlan(due.name, cron.next_after(due.db_now), tuple(assigned)), free
+    return JobPlan(due.name, next_run_at, tuple(assigned)), free
 
 
 def plan_claim(due_jobs: list[DueJob], free: int) -> list[JobPlan]:

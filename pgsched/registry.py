@@ -7,6 +7,7 @@ import inspect
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -35,7 +36,7 @@ class JobDefinition:
     def name(self) -> str:
         return self.job.name
 
-    @property
+    @cached_property
     def cron(self) -> CronSchedule | None:
         if self.settings.schedule is None:
             return None

@@ -33,6 +33,8 @@ from .registry import Registry
 from .store import ClaimedRun, RunOutcome, Store
 
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+# What the database (or psycopg's encoding) may say of one bad result in a batch.
+RESULT_ERRORS = (psycopg.DatabaseError, ValueError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -205,11 +207,9 @@ class Runner:
         now = time.monotonic()
         if now >= min(self._ticks_due_at, self._ticks_checked_at + self.config.poll_interval):
             self._ticks_checked_at = now  # the safety net also covers a missed NOTIFY
-            claimed += await self.store.claim_ticks(self.id, free)
-        if len(claimed) < free:
-            claimed += await self.store.claim_pending(self.id, free - len(claimed))
-        for run in claimed:
-            self._start(run)
+            claimed += self._start_all(await self.store.claim_ticks(self.id, free))
+        if len(claimed) < free:  # started already: a failure here cannot strand the ticks
+            claimed += self._start_all(await self.store.claim_pending(self.id, free - len(claimed)))
         if len(claimed) == free:
             return None
         if claimed:
@@ -223,17 +223,21 @@ class Runner:
         if due_in <= 0:
             # Due, but nothing claimable: locked by another runner's claim (it commits within
             # milliseconds), or waiting for a running run of its job. Look again soon, backing
-            # off so a long wait does not become a busy loop.
+            # off so a long wait does not become a busy loop, but never past the next tick.
+            if ticks_in is not None and ticks_in > 0:
+                return min(self._idle.next(), ticks_in)
             return self._idle.next()
         self._idle.reset()
         return min(due_in, self.config.poll_interval)
 
-    def _start(self, claimed: ClaimedRun) -> None:
-        execution = Execution(
-            claimed, definition_for(self.registry, claimed.job_name), self.pools, self.id
-        )
-        task = asyncio.create_task(self._execute(execution), name=f"run-{claimed.id}")
-        self._active[claimed.id] = (execution, task)
+    def _start_all(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        for run in claimed:
+            execution = Execution(
+                run, definition_for(self.registry, run.job_name), self.pools, self.id
+            )
+            task = asyncio.create_task(self._execute(execution), name=f"run-{run.id}")
+            self._active[run.id] = (execution, task)
+        return claimed
 
     async def _execute(self, execution: Execution) -> None:
         try:
@@ -243,6 +247,9 @@ class Runner:
                 "failed",
                 f"shutdown: still running after the grace period ({self.config.grace_period:g}s)",
             )
+        except Exception as exc:  # a bug of ours must not leave the run `running` forever
+            self.log.exception("internal error finishing a run", run_id=execution.claimed.id)
+            outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
         finally:
             self._active.pop(execution.claimed.id, None)
         self._results.append(outcome)
@@ -269,7 +276,7 @@ class Runner:
         batch = list(itertools.islice(self._results, 1000))
         try:
             written = await self.store.finish(batch)
-        except psycopg.DatabaseError as exc:
+        except RESULT_ERRORS as exc:
             if isinstance(exc, DB_ERRORS):
                 raise
             written = await self._finish_one_by_one(batch)
@@ -292,7 +299,7 @@ class Runner:
         for outcome in batch:
             try:
                 written |= await self.store.finish([outcome])
-            except psycopg.DatabaseError as exc:
+            except RESULT_ERRORS as exc:
                 if isinstance(exc, DB_ERRORS):
                     raise
                 self.log.error("result could not be stored", run_id=outcome.run_id, error=str(exc))
@@ -337,11 +344,15 @@ class Runner:
         while True:
             try:
                 if not await self.store.heartbeat(self.id, self._stopping.is_set()):
+                    self._abandon_active("lease lost: this runner was declared dead")
                     self.log.warning(
                         "this runner was declared dead (lease expired); "
                         "re-registering; results of its old runs are discarded"
                     )
                     await self._register()
+                known = [*self._active, *(o.run_id for o in self._results)]
+                if stranded := await self.store.fail_stranded_runs(self.id, known):
+                    self.log.error("failed runs whose claim reply was lost", runs=stranded)
                 runners, runs = await self.store.reap_lost(self.config.lease_timeout)
                 if runners or runs:
                     self.log.warning("recovered runs of lost runners", runners=runners, runs=runs)
@@ -352,6 +363,13 @@ class Runner:
                 continue
             await asyncio.sleep(self.config.heartbeat_interval)
 
+    def _abandon_active(self, reason: str) -> None:
+        """Another runner has already failed (and maybe retried) our runs: stop them, free
+        their slots, and let their late results be discarded by the lease check."""
+        for execution, _ in self._active.values():
+            execution.ctx.cancel(reason)
+        self._active.clear()
+
     async def _listen_loop(self) -> None:
         """LISTEN for new requests and schedule changes; after a reconnect, poll once, since
         notifications sent while we were away are lost."""
@@ -359,7 +377,15 @@ class Runner:
         channel = sql.Identifier(channel_for(self.store.schema))
         while True:
             try:
-                async with await AsyncConnection.connect(self.store.dsn, autocommit=True) as conn:
+                async with await AsyncConnection.connect(
+                    self.store.dsn,
+                    autocommit=True,
+                    connect_timeout=10,
+                    keepalives=1,
+                    keepalives_idle=10,
+                    keepalives_interval=5,
+                    keepalives_count=3,
+                ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(channel))
                     backoff.reset()
                     self._wake.set()
@@ -368,8 +394,16 @@ class Runner:
                         if notify.payload == "jobs":  # a schedule changed: look at the ticks
                             self._ticks_due_at = 0.0
                         self._wake.set()
-            except DB_ERRORS as exc:
-                await self._database_down(exc, backoff)
+            except Exception as exc:
+                await self._trouble(exc, backoff, "listener")
+
+
+async def keep_alive(store: Store, runner_id: str, interval: float) -> None:
+    """Heartbeat for a process that holds runs without being a full runner (`--inline`)."""
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(*DB_ERRORS):
+            await store.heartbeat(runner_id)
 
 
 def run_runner(store: Store, registry: Registry, config: RunnerConfig) -> int:

@@ -142,8 +142,8 @@ class Store:
         runs = ((row or {}).get("runs") or []) + [r["id"] for r in ownerless]
         return runners, runs
 
-    async def fail_runs_of_runner(self, runner_id: str, message: str) -> list[int]:
-        rows = await self._all("fail_runs_of_runner", {"runner": runner_id, "message": message})
+    async def fail_stranded_runs(self, runner_id: str, known: list[int]) -> list[int]:
+        rows = await self._all("fail_stranded_runs", {"runner": runner_id, "known": known})
         return [r["id"] for r in rows]
 
     # --- claiming --------------------------------------------------------------------------
@@ -382,8 +382,8 @@ def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime)
             or old["timezone"] != d.timezone
             or (s.enabled and not old["enabled"])
         )
-        cron = d.cron
-        cols["next_run_ats"].append(cron.next_after(db_now) if (reset and cron) else None)
+        cron = d.cron if reset else None
+        cols["next_run_ats"].append(cron.next_after(db_now) if cron else None)
     return cols
 
 

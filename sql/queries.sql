@@ -19,7 +19,8 @@ DELETE FROM {schema}.runners WHERE id = %(id)s
 
 -- name: lock_due_jobs
 -- Step 1 of a tick claim: lock due jobs (skipping those another runner holds) and read what
--- the planner needs.
+-- the planner needs. NO KEY UPDATE: it does not conflict with the KEY SHARE lock that every
+-- INSERT INTO runs takes on its job row through the foreign key.
 SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
        now() AS db_now
@@ -28,7 +29,7 @@ WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NUL
   AND j.next_run_at <= now()
 ORDER BY j.next_run_at
 LIMIT %(limit)s
-FOR UPDATE OF j SKIP LOCKED
+FOR NO KEY UPDATE OF j SKIP LOCKED
 
 -- name: job_activity
 -- Step 2, once the job rows are locked: a new statement sees what other runners committed
@@ -69,6 +70,9 @@ SELECT r.id, r.job_name, j.overlap = 'allow' AS overlap_allowed
 FROM {schema}.runs r
 JOIN {schema}.jobs j ON j.name = r.job_name
 WHERE r.status = 'pending' AND r.run_after <= now()
+  -- a hint only (step 3 decides): keeps a backlog of one busy job from filling every batch
+  AND (j.overlap = 'allow' OR NOT EXISTS (
+          SELECT 1 FROM {schema}.runs x WHERE x.job_name = r.job_name AND x.status = 'running'))
 ORDER BY r.run_after, r.id
 LIMIT %(limit)s
 FOR UPDATE OF r SKIP LOCKED
@@ -78,7 +82,7 @@ FOR UPDATE OF r SKIP LOCKED
 -- request and a tick (or two runners) cannot both start a run of one job.
 SELECT name FROM {schema}.jobs WHERE name = ANY(%(names)s::text[])
 ORDER BY name
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 
 -- name: running_jobs
 -- Step 3, after step 2's locks: which of those jobs have a run running.
@@ -152,11 +156,14 @@ WHERE r.status = 'running'
   AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
 RETURNING r.id
 
--- name: fail_runs_of_runner
--- Shutdown after the grace period: whatever this runner still holds ends as failed.
+-- name: fail_stranded_runs
+-- Runs this (live) runner holds but does not know of: a claim that committed while its
+-- acknowledgement was lost. Nothing else would ever finish them.
 UPDATE {schema}.runs
-SET status = 'failed', finished_at = now(), lease = NULL, message = %(message)s
-WHERE status = 'running' AND runner = %(runner)s
+SET status = 'failed', finished_at = now(), lease = NULL,
+    message = 'claimed but never started: the claim committed while its reply was lost'
+WHERE status = 'running' AND runner = %(runner)s AND id <> ALL(%(known)s::bigint[])
+  AND started_at < now() - interval '10 seconds'
 RETURNING id
 
 -- name: prune_history
@@ -281,6 +288,7 @@ SELECT id, hostname, pid, concurrency, version, started_at, heartbeat_at, stoppi
            AS running
 FROM {schema}.runners w
 WHERE heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
+  AND concurrency > 0  -- not a `jobs run --inline` process
 ORDER BY started_at
 
 -- name: running_runs
