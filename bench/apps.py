@@ -13,12 +13,27 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 from pgsched import Extension, JobContext
+
+_pickup_file = None
+
+
+def record_start(seq: object) -> None:
+    """Append `seq wall-clock-time` to $BENCH_PICKUP_FILE (peers benchmark: one method for all)."""
+    global _pickup_file
+    if _pickup_file is None:
+        _pickup_file = open(os.environ["BENCH_PICKUP_FILE"], "a", buffering=1)  # noqa: SIM115
+    _pickup_file.write(f"{seq} {time.time()}\n")
 
 
 def _noop(ctx: JobContext) -> None:
     return None
+
+
+async def _pickup(ctx: JobContext) -> None:
+    record_start(ctx.params.get("seq"))
 
 
 async def _async_noop(ctx: JobContext) -> None:
@@ -31,6 +46,7 @@ def ext() -> Extension:
         extension.job(f"bench-tick-{i:05d}", schedule="* * * * * *", description="no-op")(_noop)
     extension.job("bench-noop", description="sync no-op", overlap="allow")(_noop)
     extension.job("bench-async-noop", description="async no-op", overlap="allow")(_async_noop)
+    extension.job("bench-pickup", description="records its start", overlap="allow")(_pickup)
     return extension
 
 

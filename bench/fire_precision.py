@@ -19,7 +19,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     base_parser,
     database,
     distribution_ms,
@@ -66,7 +66,9 @@ def main() -> None:
             time.sleep(args.seconds + 1)
             cpu1 = [p.cpu_times() for p in ps]
             wall = time.monotonic() - t0
-            end = scalar(dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, args.seconds))
+            end = scalar(
+                dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, args.seconds)
+            )
             time.sleep(1.5)  # let the last results flush
         data = rows(
             dsn,

@@ -104,8 +104,15 @@ def test_unreadable_schedule_stops_the_job_with_a_recorded_reason() -> None:
 
 def test_misfire_once_over_the_cap_runs_the_latest_missed_tick() -> None:
     # a day of every-second ticks was missed; only the newest misfire_cap are recorded
-    plan, _ = plan_job(due(misfire="once", misfire_cap=5, misfire_grace=2.0,
-                           db_now=T0 + timedelta(days=1, seconds=0.5)), free=4)
+    plan, _ = plan_job(
+        due(
+            misfire="once",
+            misfire_cap=5,
+            misfire_grace=2.0,
+            db_now=T0 + timedelta(days=1, seconds=0.5),
+        ),
+        free=4,
+    )
     ran = [t for t in plan.ticks if t.status != "skipped"]
     assert len(plan.ticks) == 5
     assert max(t.tick for t in ran) == T0 + timedelta(days=1)
