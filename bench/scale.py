@@ -114,20 +114,26 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         conn.execute("INSERT INTO pgsched.runners (id, hostname, pid) VALUES ('explain', 'h', 1)")
         params: dict[str, dict[str, Any]] = {
             "lock_due_jobs": {"limit": 100},
-            "claim_pending": {"runner": "explain", "limit": 100},
+            "lock_pending": {"limit": 100},
             "seconds_until_due": {},
             "reap_lost_runners": {"lease_timeout": 15.0},
         }
-        for name in ["lock_due_jobs", "claim_pending", "seconds_until_due"]:
+        for name in ["lock_due_jobs", "lock_pending", "seconds_until_due"]:
             out[name] = _explain(conn, name, q[name], params[name])
         # record_ticks (step 2 of the tick claim) for what lock_due_jobs locked, as the store does
         conn.execute("SAVEPOINT t")
         cur = conn.cursor(row_factory=dict_row)
-        due = [DueJob(**r) for r in cur.execute(q["lock_due_jobs"], {"limit": 100}).fetchall()]
+        locked = cur.execute(q["lock_due_jobs"], {"limit": 100}).fetchall()
+        names = {"names": [r["name"] for r in locked]}
+        out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
+        due = [DueJob(**r, busy=False) for r in locked]
         ticks = Store._tick_params("explain", plan_claim(due, 100))
         out["record_ticks"] = _explain(conn, "record_ticks", q["record_ticks"], ticks)
         conn.execute("ROLLBACK TO SAVEPOINT t")
-        claimed = conn.execute(q["claim_pending"], params["claim_pending"]).fetchall()
+        ids = [r[0] for r in conn.execute(q["lock_pending"], params["lock_pending"]).fetchall()]
+        start = {"runner": "explain", "ids": ids}
+        out["start_pending"] = _explain(conn, "start_pending", q["start_pending"], start)
+        claimed = conn.execute(q["start_pending"], start).fetchall()
         out["finish_runs"] = _explain(conn, "finish_runs", q["finish_runs"], _finish(claimed))
         out["reap_lost_runners"] = _explain(
             conn, "reap_lost_runners", q["reap_lost_runners"], params["reap_lost_runners"]
