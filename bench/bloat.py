@@ -2,7 +2,8 @@
 
 Worker processes drive the real lifecycle with pgsched's own named queries: bulk-insert a batch
 of manual requests, claim it with `lock_pending` + `start_pending`, complete it with
-`finish_runs`. Meanwhile the main process prunes with `pgsched.store.prune_history_on` (what the built-in
+`finish_runs`. Meanwhile the main process prunes with
+`pgsched.store.prune_history_on` (what the built-in
 pgsched-prune-history job calls) every `--prune-every` s with a short `--keep`, and samples
 pg_total_relation_size / index sizes / n_dead_tup of pgsched.runs and pgsched.jobs.
 
