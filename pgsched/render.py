@@ -14,7 +14,9 @@ def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        local = value.astimezone()
+        same_year = local.year == datetime.now().year  # the year only when it says something
+        return local.strftime("%m-%d %H:%M:%S" if same_year else "%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, list | tuple):
@@ -35,8 +37,11 @@ def print_table(
     headers = [h for _, h in columns]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     room = shutil.get_terminal_size((120, 20)).columns - 2 * (len(widths) - 1)
+    overflow = sum(widths) - room
+    if overflow > 0:  # the last column (a message, a description) gives way first
+        widths[-1] = max(12, widths[-1] - overflow)
     while sum(widths) > room and max(widths) > 12:
-        widest = widths.index(max(widths))  # shrink the widest column until the table fits
+        widest = widths.index(max(widths))  # then the widest, until the table fits
         widths[widest] -= 1
     for line in [headers, *table]:
         click.echo("  ".join(_fit(text, w) for text, w in zip(line, widths, strict=True)).rstrip())
