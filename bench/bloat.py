@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     base_parser,
     database,
+    finish_params,
     log,
     machine,
     print_table,
@@ -73,20 +74,7 @@ def _worker(dsn: str, batch: int, target: int, done: Any, stop: Any) -> None:
                     q["start_pending"], {"runner": runner, "ids": [r[0] for r in locked]}
                 ).fetchall()
             n = len(claimed)
-            conn.execute(
-                q["finish_runs"],
-                {
-                    "ids": [r[0] for r in claimed],
-                    "leases": [r[7] for r in claimed],
-                    "statuses": ["succeeded"] * n,
-                    "started_ats": [r[8] for r in claimed],
-                    "finished_ats": [None] * n,
-                    "messages": [None] * n,
-                    "errors": [None] * n,
-                    "stats": [None] * n,
-                    "data": [None] * n,
-                },
-            )
+            conn.execute(q["finish_runs"], finish_params(claimed))
             with done.get_lock():
                 done.value += n
 

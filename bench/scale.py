@@ -28,6 +28,7 @@ from bench.common import (
     base_parser,
     database,
     env_for,
+    finish_params,
     log,
     machine,
     print_table,
@@ -134,27 +135,12 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         start = {"runner": "explain", "ids": ids}
         out["start_pending"] = _explain(conn, "start_pending", q["start_pending"], start)
         claimed = conn.execute(q["start_pending"], start).fetchall()
-        out["finish_runs"] = _explain(conn, "finish_runs", q["finish_runs"], _finish(claimed))
+        out["finish_runs"] = _explain(conn, "finish_runs", q["finish_runs"], finish_params(claimed))
         out["reap_lost_runners"] = _explain(
             conn, "reap_lost_runners", q["reap_lost_runners"], params["reap_lost_runners"]
         )
         conn.rollback()
     return out
-
-
-def _finish(claimed: list[tuple[Any, ...]]) -> dict[str, Any]:
-    n = len(claimed)
-    return {
-        "ids": [r[0] for r in claimed],
-        "leases": [r[7] for r in claimed],
-        "statuses": ["succeeded"] * n,
-        "started_ats": [r[8] for r in claimed],
-        "finished_ats": [None] * n,
-        "messages": [None] * n,
-        "errors": [None] * n,
-        "stats": [None] * n,
-        "data": [None] * n,
-    }
 
 
 def _explain(conn: psycopg.Connection, name: str, query: str, params: dict) -> dict[str, Any]:
