@@ -63,7 +63,3 @@ def current_revision(dsn: str, schema: str = DEFAULT_SCHEMA) -> str | None:
             return None
         ctx = MigrationContext.configure(conn, opts={"version_table_schema": schema})
         return ctx.get_current_revision()
-
-
-def drop_sql(schema: str = DEFAULT_SCHEMA) -> str:
-    return render(read_sql("drop.sql"), schema)

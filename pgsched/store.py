@@ -5,7 +5,6 @@ The runner and the CLI speak in verbs (`claim`, `finish`, `reap_lost`, `sync`), 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -235,10 +234,6 @@ class Store:
         )
         return {r["id"] for r in rows}
 
-    async def prune_history(self, keep_seconds: float, batch: int = 5000) -> int:
-        async with self.pool.connection() as conn:
-            return await prune_history_on(conn, self.schema, keep_seconds, batch)
-
     # --- definitions -----------------------------------------------------------------------
 
     async def sync(self, registry: Registry) -> SyncReport:
@@ -403,16 +398,4 @@ async def prune_history_on(
             return total
 
 
-async def connect_check(dsn: str) -> None:
-    """Fail fast with a clear message when the database cannot be reached."""
-    try:
-        conn = await AsyncConnection.connect(dsn, connect_timeout=10)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot connect to the database ({exc}); check --dsn / PGSCHED_DATABASE_URL / "
-            "database.url in the profile"
-        ) from exc
-    await conn.close()
-
-
-__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "connect_check", "json"]
+__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "prune_history_on"]
