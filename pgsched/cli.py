@@ -230,6 +230,7 @@ def runner(
         lease_timeout=opts.lease_timeout,
         grace_period=opts.grace_period,
         listen=opts.listen and not no_listen,
+        prefetch=opts.prefetch if opts.prefetch is not None else (concurrency or opts.concurrency),
     )
     code = run_runner(app.store(), app.registry, config)
     sys.exit(code)

@@ -144,10 +144,11 @@ class Execution:
         definition: JobDefinition | None,
         pools: UserPools,
         runner_id: str,
+        claimed_mono: float | None = None,
     ) -> None:
         self.claimed = claimed
         self.definition = definition
-        self.claimed_mono = time.monotonic()
+        self.claimed_mono = time.monotonic() if claimed_mono is None else claimed_mono
         self.started_mono: float | None = None
         self.log = get_logger(
             runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt

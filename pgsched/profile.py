@@ -53,6 +53,7 @@ class RunnerOptions:
     lease_timeout: float = 15.0  # a runner silent this long is dead
     grace_period: float = 30.0  # how long shutdown waits for running jobs
     listen: bool = True  # False = poll only (PgBouncer transaction pooling)
+    prefetch: int | None = None  # runs claimed ahead of free slots; None = concurrency
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,8 @@ def _read_runner(r: _Reader, node: Node) -> RunnerOptions:
         entry = f"runner.{name}"
         if name == "concurrency":
             values[name] = int(r.number(value_node, entry, integer=True, minimum=1))
+        elif name == "prefetch":
+            values[name] = int(r.number(value_node, entry, integer=True, minimum=0))
         elif name == "listen":
             values[name] = r.boolean(value_node, entry)
         else:

@@ -45,6 +45,8 @@ class RunnerConfig:
     lease_timeout: float = 15.0
     grace_period: float = 30.0
     listen: bool = True
+    prefetch: int = 0  # runs claimed ahead of free slots, started as slots free up
+    prefetch_hold: float = 1.0  # a prefetched run not started by then goes back to pending
     flush_interval: float = 0.005
     max_held_results: int = 100_000
 
@@ -73,6 +75,8 @@ class Runner:
         self.pools = UserPools(store.dsn, max_size=max(2, config.concurrency))
         self.executor = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
+        self._prefetched: deque[tuple[ClaimedRun, float]] = deque()  # claimed, not started
+        self._no_prefetch_until = 0.0  # after giving runs back, claim only for free slots
         self._results: deque[RunOutcome] = deque()
         self._wake = asyncio.Event()
         self._ticks_due_at = 0.0  # monotonic time before which no scheduled tick is due
@@ -105,6 +109,8 @@ class Runner:
         ]
         try:
             await self._claim_loop()
+            with contextlib.suppress(*DB_ERRORS):
+                await self._release_prefetched()
             await self._drain()
         finally:
             for task in tasks:
@@ -184,7 +190,7 @@ class Runner:
     async def _claim_loop(self) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
-            free = self.config.concurrency - len(self._active)
+            free = self._capacity()
             timeout: float | None = None  # full: a finished run wakes us
             if free > 0 and len(self._results) < self.config.max_held_results:
                 try:
@@ -201,8 +207,15 @@ class Runner:
                     self._ticks_due_at = 0.0  # a timer ran out: ticks may be due (or poll)
             self._wake.clear()
 
+    def _capacity(self) -> int:
+        """How many more runs this runner may hold: its slots plus the prefetch allowance."""
+        held = len(self._active) + len(self._prefetched)
+        prefetch = self.config.prefetch if time.monotonic() >= self._no_prefetch_until else 0
+        return self.config.concurrency + prefetch - held
+
     async def _claim(self, free: int) -> float | None:
-        """Claim and start up to `free` runs; return how long to wait before looking again."""
+        """Claim up to `free` runs and start what the slots allow; return how long to wait
+        before looking again."""
         claimed: list[ClaimedRun] = []
         now = time.monotonic()
         if now >= min(self._ticks_due_at, self._ticks_checked_at + self.config.poll_interval):
@@ -231,13 +244,39 @@ class Runner:
         return min(due_in, self.config.poll_interval)
 
     def _start_all(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
-        for run in claimed:
+        claimed_at = time.monotonic()
+        self._prefetched.extend((run, claimed_at) for run in claimed)
+        self._fill_slots()
+        return claimed
+
+    def _fill_slots(self) -> None:
+        """Start prefetched runs, oldest first, while slots are free."""
+        while self._prefetched and len(self._active) < self.config.concurrency:
+            if self._stopping.is_set():
+                return  # shutdown releases what has not started
+            run, claimed_at = self._prefetched.popleft()
             execution = Execution(
-                run, definition_for(self.registry, run.job_name), self.pools, self.id
+                run, definition_for(self.registry, run.job_name), self.pools, self.id, claimed_at
             )
             task = asyncio.create_task(self._execute(execution), name=f"run-{run.id}")
             self._active[run.id] = (execution, task)
-        return claimed
+
+    async def _release_prefetched(self, older_than: float = 0.0) -> None:
+        """Give back prefetched runs that waited longer than `older_than` seconds (all of them
+        at shutdown), so a runner busy with slow runs does not sit on work others could do."""
+        cutoff = time.monotonic() - older_than
+        stale: list[tuple[ClaimedRun, float]] = []
+        while self._prefetched and self._prefetched[0][1] <= cutoff:
+            stale.append(self._prefetched.popleft())
+        if not stale:
+            return
+        try:
+            released = await self.store.release([run for run, _ in stale])
+        except Exception:
+            self._prefetched.extendleft(reversed(stale))  # still ours: start them later
+            raise
+        self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
+        self.log.info("released prefetched runs", runs=released)
 
     async def _execute(self, execution: Execution) -> None:
         try:
@@ -252,6 +291,7 @@ class Runner:
             outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
         finally:
             self._active.pop(execution.claimed.id, None)
+            self._fill_slots()
         self._results.append(outcome)
         self._flush_now.set()
         self._wake.set()
@@ -350,7 +390,12 @@ class Runner:
                         "re-registering; results of its old runs are discarded"
                     )
                     await self._register()
-                known = [*self._active, *(o.run_id for o in self._results)]
+                known = [
+                    *self._active,
+                    *(run.id for run, _ in self._prefetched),
+                    *(o.run_id for o in self._results),
+                ]
+                await self._release_prefetched(self.config.prefetch_hold)
                 if stranded := await self.store.fail_stranded_runs(self.id, known):
                     self.log.error("failed runs whose claim reply was lost", runs=stranded)
                 runners, runs = await self.store.reap_lost(self.config.lease_timeout)
@@ -369,6 +414,7 @@ class Runner:
         for execution, _ in self._active.values():
             execution.ctx.cancel(reason)
         self._active.clear()
+        self._prefetched.clear()
 
     async def _listen_loop(self) -> None:
         """LISTEN for new requests and schedule changes; after a reconnect, poll once, since

@@ -207,6 +207,19 @@ class Store:
             "messages": [t.message for t in ticks],
         }
 
+    async def release(self, runs: Sequence[ClaimedRun]) -> list[int]:
+        """Give prefetched, never started runs back to every runner (and wake them)."""
+        if not runs:
+            return []
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                self.q["release_runs"],
+                {"ids": [r.id for r in runs], "leases": [r.lease for r in runs]},
+            )
+            released = [row[0] for row in await cur.fetchall()]
+            await conn.execute(self.q["notify_runners"])
+        return released
+
     async def seconds_until_due(self) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database
         clock; None where there is none."""

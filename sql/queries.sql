@@ -96,6 +96,18 @@ SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(), started_
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
 RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
 
+-- name: release_runs
+-- Prefetched runs this runner will not start after all (shutdown, or held too long behind
+-- slow runs): back to pending, for any runner, unless the lease moved on meanwhile.
+UPDATE {schema}.runs r
+SET status = 'pending', runner = NULL, lease = NULL, started_at = NULL
+FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[]) AS f(id, lease)
+WHERE r.id = f.id AND r.lease = f.lease AND r.status = 'running'
+RETURNING r.id
+
+-- name: notify_runners
+SELECT pg_notify({channel}, 'run')
+
 -- name: seconds_until_due
 -- How long a runner may sleep, by the database clock: until the earliest due tick, and until
 -- the earliest pending run (NULL: none). Both are index-only looks at the first entry.

@@ -71,3 +71,10 @@ class ClassExtension(Extension):
 
     def jobs(self) -> list[Job]:
         return [ClassJob()]
+
+
+@ext.job(
+    "sleeps-concurrently", description="sleeps params.seconds; overlap allowed", overlap="allow"
+)
+def sleeps_concurrently(ctx: JobContext) -> str:
+    return sleeps(ctx)
