@@ -77,6 +77,7 @@ class Runner:
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
         self._prefetched: deque[tuple[ClaimedRun, float]] = deque()  # claimed, not started
         self._no_prefetch_until = 0.0  # after giving runs back, claim only for free slots
+        self._draining = True  # during shutdown's grace period prefetched runs still start
         self._results: deque[RunOutcome] = deque()
         self._wake = asyncio.Event()
         self._ticks_due_at = 0.0  # monotonic time before which no scheduled tick is due
@@ -109,8 +110,6 @@ class Runner:
         ]
         try:
             await self._claim_loop()
-            with contextlib.suppress(*DB_ERRORS):
-                await self._release_prefetched()
             await self._drain()
         finally:
             for task in tasks:
@@ -252,8 +251,8 @@ class Runner:
     def _fill_slots(self) -> None:
         """Start prefetched runs, oldest first, while slots are free."""
         while self._prefetched and len(self._active) < self.config.concurrency:
-            if self._stopping.is_set():
-                return  # shutdown releases what has not started
+            if self._stopping.is_set() and not self._draining:
+                return  # past the grace period: shutdown gives back what has not started
             run, claimed_at = self._prefetched.popleft()
             execution = Execution(
                 run, definition_for(self.registry, run.job_name), self.pools, self.id, claimed_at
@@ -270,11 +269,10 @@ class Runner:
             stale.append(self._prefetched.popleft())
         if not stale:
             return
-        try:
-            released = await self.store.release([run for run, _ in stale])
-        except Exception:
-            self._prefetched.extendleft(reversed(stale))  # still ours: start them later
-            raise
+        # Never put them back in the queue on failure: the release may have committed with its
+        # reply lost, and another runner may already be running them. If it did not commit,
+        # the stranded-run sweep ends them (failed, retried where allowed): never twice.
+        released = await self.store.release([run for run, _ in stale])
         self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
         self.log.info("released prefetched runs", runs=released)
 
@@ -369,13 +367,21 @@ class Runner:
             )
 
     async def _drain(self) -> None:
-        """Graceful stop: let running jobs finish within the grace period, then fail the rest."""
-        if self._active:
+        """Graceful stop: within the grace period, finish running jobs and start the prefetched
+        ones as slots free; then give back what never started and fail what still runs."""
+        deadline = time.monotonic() + self.config.grace_period
+        while self._active and time.monotonic() < deadline:
             tasks = [task for _, task in self._active.values()]
-            _, pending = await asyncio.wait(tasks, timeout=self.config.grace_period)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.wait(
+                tasks, timeout=deadline - time.monotonic(), return_when=asyncio.FIRST_COMPLETED
+            )
+        self._draining = False  # no more starts: what is left goes back to pending
+        with contextlib.suppress(*DB_ERRORS):
+            await self._release_prefetched()
+        remaining = [task for _, task in self._active.values()]
+        for task in remaining:
+            task.cancel()
+        await asyncio.gather(*remaining, return_exceptions=True)
 
     # --- liveness ---------------------------------------------------------------------------
 
