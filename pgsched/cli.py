@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .embedded import embedded_dsn
 from .errors import ConfigError, PgschedError, UnknownJobError
-from .execution import Execution, UserPools, definition_for
+from .execution import Execution, UserPools
 from .housekeeping import builtin_extension
 from .logs import configure_logging
 from .profile import Profile, profile_from_env
@@ -186,7 +186,7 @@ def _sync(app: App) -> None:
     report = app.with_store(lambda s: s.sync(app.registry))
     click.echo(
         f"synced {len(app.registry)} jobs: {len(report.inserted)} new, "
-        f"{len(report.updated)} updated, {len(report.orphaned)} newly orphaned"
+        f"{len(report.updated)} re-applied, {len(report.orphaned)} newly orphaned"
         + (f" ({', '.join(report.orphaned)})" if report.orphaned else ""),
         err=True,
     )
@@ -376,7 +376,7 @@ async def _request(
 
 
 async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    definition = definition_for(app.registry, name)
+    definition = app.registry.get(name)
     if definition is None:
         raise UnknownJobError(
             f"unknown job '{name}': no loaded extension defines it; known jobs: "

@@ -19,7 +19,7 @@ from typing import Any
 
 from .context import Cancelled, JobContext
 from .logs import get_logger
-from .registry import JobDefinition, Registry
+from .registry import JobDefinition
 from .result import coerce_result
 from .store import ClaimedRun, RunOutcome
 
@@ -261,7 +261,3 @@ def _guard_sync(call: Callable[..., Any], func: Callable[..., Any], ctx: JobCont
         return call(func, ctx)
     except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
         raise _UserBaseException(repr(exc)) from exc
-
-
-def definition_for(registry: Registry, name: str) -> JobDefinition | None:
-    return registry.definitions.get(name)

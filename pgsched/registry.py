@@ -127,6 +127,9 @@ class Registry:
     def __getitem__(self, name: str) -> JobDefinition:
         return self.definitions[name]
 
+    def get(self, name: str) -> JobDefinition | None:
+        return self.definitions.get(name)
+
     def __iter__(self) -> Any:
         return iter(self.definitions.values())
 

@@ -26,7 +26,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import PoolTimeout
 
 from . import __version__
-from .execution import Execution, UserPools, definition_for
+from .execution import Execution, UserPools
 from .logs import get_logger
 from .queries import channel_for
 from .registry import Registry
@@ -255,7 +255,7 @@ class Runner:
                 return  # past the grace period: shutdown gives back what has not started
             run, claimed_at = self._prefetched.popleft()
             execution = Execution(
-                run, definition_for(self.registry, run.job_name), self.pools, self.id, claimed_at
+                run, self.registry.get(run.job_name), self.pools, self.id, claimed_at
             )
             task = asyncio.create_task(self._execute(execution), name=f"run-{run.id}")
             self._active[run.id] = (execution, task)

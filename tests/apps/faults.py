@@ -118,26 +118,21 @@ for _policy in ("skip", "once", "all"):
         misfire_grace=1,
     )(_short_nap)
 
-overlap_queue = Extension("faults-overlap-queue")
 
-
-@overlap_queue.job(
-    "slow-queued", schedule="* * * * * *", description="2.5 s job every second", overlap="queue"
-)
-def slow_queued(ctx: JobContext) -> str:
+def _slow(ctx: JobContext) -> str:
     time.sleep(2.5)
     return "done"
 
+
+overlap_queue = Extension("faults-overlap-queue")
+overlap_queue.job(
+    "slow-queued", schedule="* * * * * *", description="2.5 s job every second", overlap="queue"
+)(_slow)
 
 overlap_allow = Extension("faults-overlap-allow")
-
-
-@overlap_allow.job(
+overlap_allow.job(
     "slow-allowed", schedule="* * * * * *", description="2.5 s job every second", overlap="allow"
-)
-def slow_allowed(ctx: JobContext) -> str:
-    time.sleep(2.5)
-    return "done"
+)(_slow)
 
 
 ticker = Extension("faults-ticker")
