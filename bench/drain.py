@@ -25,6 +25,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    PGSCHED_BACKLOG_SQL,
     base_parser,
     database,
     log,
@@ -71,9 +72,7 @@ def insert_backlog(dsn: str, job: str, count: int) -> Any:
 def wait_drained(dsn: str, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not scalar(
-            dsn, "SELECT count(*) FROM pgsched.runs WHERE status IN ('pending', 'running')"
-        ):
+        if not scalar(dsn, PGSCHED_BACKLOG_SQL):
             return True
         time.sleep(0.2)
     return False

@@ -17,6 +17,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    PGSCHED_BACKLOG_SQL,
     base_parser,
     database,
     distribution_ms,
@@ -58,9 +59,7 @@ def main() -> None:
                     conn.execute(insert, (args.job,))
                     time.sleep(max(0.0, next_at - time.monotonic()))
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and scalar(
-                dsn, "SELECT count(*) FROM pgsched.runs WHERE status IN ('pending', 'running')"
-            ):
+            while time.monotonic() < deadline and scalar(dsn, PGSCHED_BACKLOG_SQL):
                 time.sleep(0.1)
         data = rows(
             dsn,

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     OUT,
+    PGSCHED_BACKLOG_SQL,
     ROOT,
     base_parser,
     database,
@@ -96,7 +97,7 @@ def _env(dsn: str, extra: dict[str, str] | None = None) -> dict[str, str]:
 
 class Pgsched(System):
     name = "pgsched"
-    pending_sql = "SELECT count(*) FROM pgsched.runs WHERE status IN ('pending', 'running')"
+    pending_sql = PGSCHED_BACKLOG_SQL
 
     def setup(self, dsn: str) -> None:
         _run([PY, "-m", "pgsched", "--app", "bench.apps:ext", "migrate"], _env(dsn))

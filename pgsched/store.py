@@ -5,6 +5,7 @@ The runner and the CLI speak in verbs (`claim`, `finish`, `reap_lost`, `sync`), 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,10 +76,6 @@ def _claimed(rows: Sequence[Row]) -> list[ClaimedRun]:
         for r in rows
         if r["status"] == "running"
     ]
-
-
-def _json(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
 
 
 class Store:
@@ -231,20 +228,7 @@ class Store:
         """Write final states in one statement; returns the ids whose lease still held."""
         if not outcomes:
             return set()
-        rows = await self._all(
-            "finish_runs",
-            {
-                "ids": [o.run_id for o in outcomes],
-                "leases": [o.lease for o in outcomes],
-                "statuses": [o.status for o in outcomes],
-                "started_ats": [o.started_at for o in outcomes],
-                "finished_ats": [o.finished_at for o in outcomes],
-                "messages": [o.message for o in outcomes],
-                "errors": [_json(o.error) for o in outcomes],
-                "stats": [_json(o.stats) for o in outcomes],
-                "data": [_json(o.data) for o in outcomes],
-            },
-        )
+        rows = await self._all("finish_runs", finish_params(outcomes))
         return {r["id"] for r in rows}
 
     # --- definitions -----------------------------------------------------------------------
@@ -340,6 +324,28 @@ class Store:
         return await self._all("recent_failures", {"limit": limit})
 
 
+def finish_params(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
+    """finish_runs' one parameter: the batch as a JSON array (json.dumps runs in C)."""
+    return {
+        "results": json.dumps(
+            [
+                {
+                    "id": o.run_id,
+                    "lease": str(o.lease),
+                    "status": o.status,
+                    "started_at": o.started_at and o.started_at.isoformat(),
+                    "finished_at": o.finished_at and o.finished_at.isoformat(),
+                    "message": o.message,
+                    "error": o.error,
+                    "stats": o.stats,
+                    "data": o.data,
+                }
+                for o in outcomes
+            ]
+        )
+    }
+
+
 def _sync_params(registry: Registry, existing: dict[str, Row], db_now: datetime) -> dict[str, Any]:
     cols: dict[str, list[Any]] = {
         k: []
@@ -411,4 +417,4 @@ async def prune_history_on(
             return total
 
 
-__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "prune_history_on"]
+__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "finish_params", "prune_history_on"]
