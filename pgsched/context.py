@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the definitions layer never imports database code at run ti
 Trigger = Literal["schedule", "manual", "retry"]
 
 
+_EVENT_LOCK = threading.Lock()
+
+
 class Cancelled(Exception):
     """Raised by `JobContext.raise_if_cancelled` once the runner has given up on the run."""
 
@@ -35,8 +38,17 @@ class JobContext:
     log: Any
     _pool_source: Callable[[], ConnectionPool[Any]] = field(repr=False)
     _apool_source: Callable[[], AsyncConnectionPool[Any]] = field(repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel_event: threading.Event | None = field(default=None, repr=False)
     cancel_reason: str | None = None
+
+    @property
+    def _cancel(self) -> threading.Event:
+        """Made on first use: most runs never look, and an Event costs more than a no-op run."""
+        if self._cancel_event is None:
+            with _EVENT_LOCK:
+                if self._cancel_event is None:
+                    self._cancel_event = threading.Event()
+        return self._cancel_event
 
     @property
     def pool(self) -> ConnectionPool[Any]:
@@ -57,14 +69,14 @@ class JobContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel_event is not None and self._cancel_event.is_set()
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
         self._cancel.set()
 
     def raise_if_cancelled(self) -> None:
-        if self._cancel.is_set():
+        if self.cancelled:
             raise Cancelled(self.cancel_reason or "cancelled")
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:

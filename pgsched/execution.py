@@ -203,12 +203,15 @@ class Execution:
             )
         timeout = self.definition.settings.timeout
         self.started_mono = time.monotonic()
-        deadline = asyncio.timeout(timeout)
+        deadline = None if timeout is None else asyncio.timeout(timeout)
         try:
-            async with deadline:
+            if deadline is None:  # the default: no timer to arm and cancel for every run
                 value = await self._call(executor)
+            else:
+                async with deadline:
+                    value = await self._call(executor)
         except TimeoutError as exc:
-            if not deadline.expired():  # the job's own TimeoutError (a socket, a wait_for...)
+            if deadline is None or not deadline.expired():  # the job's own (a socket, ...)
                 return self._raised(exc)
             self.ctx.cancel(f"timed out after {timeout:g}s")
             self.log.warning("run timed out", timeout=timeout)
