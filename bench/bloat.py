@@ -1,7 +1,7 @@
 """Bloat: push 1,000,000 runs through pgsched.runs with retention on; watch the table sizes.
 
 Worker processes drive the real lifecycle with pgsched's own named queries: bulk-insert a batch
-of manual requests, claim it with `lock_pending` + `start_pending`, complete it with
+of manual requests, claim it with `claim_pending`, complete it with
 `finish_runs`. Meanwhile the main process prunes with
 `pgsched.store.prune_history_on` (what the built-in
 pgsched-prune-history job calls) every `--prune-every` s with a short `--keep`, and samples
@@ -69,9 +69,9 @@ def _worker(dsn: str, batch: int, target: int, done: Any, stop: Any) -> None:
                 (batch,),
             )
             with conn.transaction():  # the request claim as the store runs it (overlap allowed)
-                locked = conn.execute(q["lock_pending"], {"limit": batch}).fetchall()
+                conn.execute(q["plan_by_index"])
                 claimed = conn.execute(
-                    q["start_pending"], {"runner": runner, "ids": [r[0] for r in locked]}
+                    q["claim_pending"], {"limit": batch, "runner": runner}
                 ).fetchall()
             n = len(claimed)
             conn.execute(q["finish_runs"], finish_params(claimed))

@@ -113,13 +113,14 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
             "INSERT INTO pgsched.runs (job_name) SELECT 'bench-noop' FROM generate_series(1, 1000)"
         )
         conn.execute("INSERT INTO pgsched.runners (id, hostname, pid) VALUES ('explain', 'h', 1)")
+        conn.execute(q["plan_by_index"])  # as every claim and result transaction starts
         params: dict[str, dict[str, Any]] = {
             "lock_due_jobs": {"limit": 100},
-            "lock_pending": {"limit": 100},
+            "claim_pending": {"limit": 100, "runner": "explain"},
             "seconds_until_due": {},
             "reap_lost_runners": {"lease_timeout": 15.0},
         }
-        for name in ["lock_due_jobs", "lock_pending", "seconds_until_due"]:
+        for name in ["lock_due_jobs", "seconds_until_due"]:
             out[name] = _explain(conn, name, q[name], params[name])
         # record_ticks (step 2 of the tick claim) for what lock_due_jobs locked, as the store does
         conn.execute("SAVEPOINT t")
@@ -131,10 +132,12 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         ticks = Store._tick_params("explain", plan_claim(due, 100))
         out["record_ticks"] = _explain(conn, "record_ticks", q["record_ticks"], ticks)
         conn.execute("ROLLBACK TO SAVEPOINT t")
-        ids = [r[0] for r in conn.execute(q["lock_pending"], params["lock_pending"]).fetchall()]
-        start = {"runner": "explain", "ids": ids}
-        out["start_pending"] = _explain(conn, "start_pending", q["start_pending"], start)
-        claimed = conn.execute(q["start_pending"], start).fetchall()
+        conn.execute("SAVEPOINT c")  # EXPLAIN ANALYZE runs the claim: undo it, then claim
+        out["claim_pending"] = _explain(
+            conn, "claim_pending", q["claim_pending"], params["claim_pending"]
+        )
+        conn.execute("ROLLBACK TO SAVEPOINT c")
+        claimed = conn.execute(q["claim_pending"], params["claim_pending"]).fetchall()
         out["finish_runs"] = _explain(conn, "finish_runs", q["finish_runs"], finish_params(claimed))
         out["reap_lost_runners"] = _explain(
             conn, "reap_lost_runners", q["reap_lost_runners"], params["reap_lost_runners"]

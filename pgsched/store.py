@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -146,36 +146,44 @@ class Store:
 
     async def claim_pending(self, runner_id: str, limit: int) -> list[ClaimedRun]:
         """Claim manual requests, retries and queued ticks whose time has come. Unless its job
-        allows overlap, a run starts only when no run of the job is running, one per job."""
-        async with self.pool.connection() as conn, conn.transaction():
+        allows overlap, a run starts only when no run of the job is running, one per job.
+
+        Runs of jobs that allow overlap (a queue's usual case) are claimed by one statement,
+        sent in the same round trip as BEGIN; only the others need the job-lock steps."""
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(self.q["plan_by_index"])
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["lock_pending"], {"limit": limit})
-            pending = await cur.fetchall()
-            if not pending:
-                return []
-            exclusive = sorted({r["job_name"] for r in pending if not r["overlap_allowed"]})
-            startable: set[str] = set()
-            if exclusive:
-                await cur.execute(self.q["lock_jobs"], {"names": exclusive})
-                locked = [r["name"] for r in await cur.fetchall()]
-                await cur.execute(self.q["running_jobs"], {"names": locked})
-                startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
-            ids = []
-            for row in pending:
-                if row["overlap_allowed"]:
-                    ids.append(row["id"])
-                elif row["job_name"] in startable:
-                    ids.append(row["id"])
-                    startable.discard(row["job_name"])  # one run per job at a time
-            if not ids:
-                return []
-            await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
-            return _claimed(await cur.fetchall())
+            await cur.execute(self.q["claim_pending"], {"limit": limit, "runner": runner_id})
+            rows = await cur.fetchall()
+            exclusive = [r for r in rows if r["status"] == "pending"]
+            if not exclusive:
+                return _claimed(rows)
+            return _claimed(rows) + await self._start_exclusive(cur, runner_id, exclusive)
+
+    async def _start_exclusive(
+        self, cur: AsyncCursor[Row], runner_id: str, pending: list[Row]
+    ) -> list[ClaimedRun]:
+        """Steps 2-4 for runs of jobs that do not allow overlap, under their job rows' locks."""
+        names = sorted({r["job_name"] for r in pending})
+        await cur.execute(self.q["lock_jobs"], {"names": names})
+        locked = [r["name"] for r in await cur.fetchall()]
+        await cur.execute(self.q["running_jobs"], {"names": locked})
+        startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
+        ids = []
+        for row in pending:
+            if row["job_name"] in startable:
+                ids.append(row["id"])
+                startable.discard(row["job_name"])  # one run per job at a time
+        if not ids:
+            return []
+        await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
+        return _claimed(await cur.fetchall())
 
     async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
         every tick's fate and advances next_run_at. No user code runs while it holds locks."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(self.q["plan_by_index"])
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q["lock_due_jobs"], {"limit": free})
             locked = await cur.fetchall()
@@ -228,8 +236,11 @@ class Store:
         """Write final states in one statement; returns the ids whose lease still held."""
         if not outcomes:
             return set()
-        rows = await self._all("finish_runs", finish_params(outcomes))
-        return {r["id"] for r in rows}
+        async with self.pool.connection() as conn, conn.pipeline():  # one round trip
+            async with conn.transaction():
+                await conn.execute(self.q["plan_by_index"])
+                cur = await conn.execute(self.q["finish_runs"], finish_params(outcomes))
+            return {row[0] for row in await cur.fetchall()}
 
     # --- definitions -----------------------------------------------------------------------
 
