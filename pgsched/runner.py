@@ -221,7 +221,12 @@ class Runner:
             self._ticks_checked_at = now  # the safety net also covers a missed NOTIFY
             claimed += self._start_all(await self.store.claim_ticks(self.id, free))
         if len(claimed) < free:  # started already: a failure here cannot strand the ticks
-            claimed += self._start_all(await self.store.claim_pending(self.id, free - len(claimed)))
+            pending = await self.store.claim_pending(self.id, free - len(claimed))
+            claimed += self._start_all(pending.started)  # committed: start them first
+            if pending.exclusive:
+                claimed += self._start_all(
+                    await self.store.start_exclusive(self.id, pending.exclusive)
+                )
         if len(claimed) == free:
             return None
         if claimed:

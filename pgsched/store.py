@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncCursor, errors
+from psycopg import AsyncConnection, errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -52,6 +52,15 @@ class RunOutcome:
     error: dict[str, Any] | None = None
     stats: dict[str, int] | None = None
     data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PendingClaim:
+    """What one request claim got: runs started, and runs (id, job) of jobs that do not allow
+    overlap, still pending, for `Store.start_exclusive`."""
+
+    started: list[ClaimedRun]
+    exclusive: list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -144,40 +153,46 @@ class Store:
 
     # --- claiming --------------------------------------------------------------------------
 
-    async def claim_pending(self, runner_id: str, limit: int) -> list[ClaimedRun]:
-        """Claim manual requests, retries and queued ticks whose time has come. Unless its job
-        allows overlap, a run starts only when no run of the job is running, one per job.
+    async def claim_pending(self, runner_id: str, limit: int) -> PendingClaim:
+        """Claim manual requests, retries and queued ticks whose time has come.
 
-        Runs of jobs that allow overlap (a queue's usual case) are claimed by one statement,
-        sent in the same round trip as BEGIN; only the others need the job-lock steps."""
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(self.q["plan_by_index"])
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["claim_pending"], {"limit": limit, "runner": runner_id})
+        Runs of jobs that allow overlap (a queue's usual case) start here, in one statement
+        sent with BEGIN and COMMIT in one round trip, so the claim holds no lock while this
+        process is busy. Runs of the other jobs are returned for `start_exclusive`."""
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                await conn.execute(self.q["plan_by_index"])
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(self.q["claim_pending"], {"limit": limit, "runner": runner_id})
             rows = await cur.fetchall()
-            exclusive = [r for r in rows if r["status"] == "pending"]
-            if not exclusive:
-                return _claimed(rows)
-            return _claimed(rows) + await self._start_exclusive(cur, runner_id, exclusive)
+        exclusive = [(r["id"], r["job_name"]) for r in rows if r["status"] == "pending"]
+        return PendingClaim(_claimed(rows), exclusive)
 
-    async def _start_exclusive(
-        self, cur: AsyncCursor[Row], runner_id: str, pending: list[Row]
+    async def start_exclusive(
+        self, runner_id: str, pending: Sequence[tuple[int, str]]
     ) -> list[ClaimedRun]:
-        """Steps 2-4 for runs of jobs that do not allow overlap, under their job rows' locks."""
-        names = sorted({r["job_name"] for r in pending})
-        await cur.execute(self.q["lock_jobs"], {"names": names})
-        locked = [r["name"] for r in await cur.fetchall()]
-        await cur.execute(self.q["running_jobs"], {"names": locked})
-        startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
-        ids = []
-        for row in pending:
-            if row["job_name"] in startable:
-                ids.append(row["id"])
-                startable.discard(row["job_name"])  # one run per job at a time
-        if not ids:
-            return []
-        await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
-        return _claimed(await cur.fetchall())
+        """Start runs (id, job) of jobs that do not allow overlap, under their job rows' locks:
+        at most one per job, and none while a run of the job is running."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q["relock_pending"], {"ids": [i for i, _ in pending]})
+            still = {r["id"] for r in await cur.fetchall()}
+            pending = [(i, job) for i, job in pending if i in still]  # in claim order
+            if not pending:
+                return []
+            await cur.execute(self.q["lock_jobs"], {"names": sorted({j for _, j in pending})})
+            locked = [r["name"] for r in await cur.fetchall()]
+            await cur.execute(self.q["running_jobs"], {"names": locked})
+            startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
+            ids = []
+            for run_id, job in pending:
+                if job in startable:
+                    ids.append(run_id)
+                    startable.discard(job)  # one run per job at a time
+            if not ids:
+                return []
+            await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
+            return _claimed(await cur.fetchall())
 
     async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
@@ -428,4 +443,12 @@ async def prune_history_on(
             return total
 
 
-__all__ = ["ClaimedRun", "RunOutcome", "Store", "SyncReport", "finish_params", "prune_history_on"]
+__all__ = [
+    "ClaimedRun",
+    "PendingClaim",
+    "RunOutcome",
+    "Store",
+    "SyncReport",
+    "finish_params",
+    "prune_history_on",
+]

@@ -77,9 +77,9 @@ RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.p
           r.started_at
 
 -- name: claim_pending
--- Step 1 of a request claim, one statement: lock the pending runs whose time has come, oldest
--- first, and start at once those whose job allows overlap. Runs of the other jobs come back
--- still `pending` (and locked, for the rest of the transaction) for steps 2-4.
+-- A request claim, one statement (sent with BEGIN and COMMIT in one round trip): lock the
+-- pending runs whose time has come, oldest first, and start those whose job allows overlap.
+-- Runs of the other jobs come back still `pending`, for the job-locking claim below.
 WITH locked AS (
     SELECT r.id, r.job_name, j.overlap = 'allow' AS overlap_allowed
     FROM {schema}.runs r
@@ -106,8 +106,16 @@ SELECT l.id, l.job_name, NULL::text, 'pending', NULL::timestamptz, NULL::int, NU
        NULL::uuid, NULL::timestamptz
 FROM locked l WHERE NOT l.overlap_allowed
 
+-- name: relock_pending
+-- Step 1 of the claim for runs of jobs that do not allow overlap (claim_pending left them
+-- pending): lock them again, unless another runner got to them meanwhile.
+SELECT id, job_name FROM {schema}.runs
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+
 -- name: lock_jobs
--- Step 2, for the jobs of runs step 1 left pending, which do not allow overlap: hold their rows, as a tick claim does, so a
+-- Step 2, for those jobs: hold their rows, as a tick claim does, so a
 -- request and a tick (or two runners) cannot both start a run of one job.
 SELECT name FROM {schema}.jobs WHERE name = ANY(%(names)s::text[])
 ORDER BY name
