@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from pgsched.cron import get_zone, parse_schedule
+from pgsched.cron import check_schedule, get_zone
 from pgsched.errors import ConfigError, CronError
 
 __all__ = [
@@ -120,7 +120,7 @@ def check_setting(name: str, value: object, *, where: str, timezone: str | None 
         if not isinstance(value, str):
             raise _bad(where, name, value, "a cron string such as '0 */15 * * * *', or null")
         try:
-            parse_schedule(value, timezone or "UTC")
+            check_schedule(value, timezone or "UTC")
         except CronError as exc:
             raise CronError(f"{where}: setting 'schedule': {exc}") from None
         return value

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from pgsched.cron import CronSchedule, parse_schedule
+from pgsched.cron import (
+    CronSchedule,
+    _compile,
+    _normalise,
+    _plainly_valid,
+    check_schedule,
+    parse_schedule,
+)
 from pgsched.errors import CronError
 
 
@@ -235,10 +243,62 @@ def test_invalid_timezones_are_rejected(zone: str) -> None:
         CronSchedule("0 * * * * *", zone)
 
 
-def test_utc_next_after_is_cheap() -> None:
-    import timeit
+def _random_field(rng: random.Random) -> str:
+    def number() -> str:
+        return str(rng.choice([rng.randrange(0, 8), rng.randrange(1, 13), rng.randrange(0, 62), 99]))
 
-    schedule = parse_schedule("* * * * * *")
-    after = utc(2027, 1, 1)
-    per_call = min(timeit.repeat(lambda: schedule.next_after(after), number=500, repeat=3)) / 500
-    assert per_call < 500e-6  # measured ~16 µs; generous bound for slow CI machines
+    def part() -> str:
+        shape = rng.randrange(7)
+        if shape == 0:
+            return "*"
+        if shape == 1:
+            return f"*/{rng.randrange(0, 70)}"
+        if shape == 2:
+            return number()
+        if shape == 3:
+            return f"{number()}-{number()}"
+        if shape == 4:
+            return f"{number()}-{number()}/{rng.randrange(0, 70)}"
+        if shape == 5:
+            return f"{number()}/{rng.randrange(1, 20)}"
+        return rng.choice(["L", "5W", "mon", "jan", "2#3", "-1", "1-", "٣", "01", "007"])
+
+    return ",".join(part() for _ in range(rng.choice([1, 1, 1, 2, 3])))
+
+
+def test_what_the_fast_validation_accepts_croniter_accepts_too() -> None:
+    """check_schedule skips croniter for plainly valid expressions: that shortcut must never
+    let through an expression croniter refuses (it would fail later, at next_after)."""
+    rng = random.Random(20261125)
+    fast = slow = 0
+    for _ in range(10_000):
+        fields = [_random_field(rng) if rng.random() < 0.35 else "*" for _ in range(6)]
+        expression = " ".join(fields)
+        try:
+            plain = _plainly_valid(_normalise(expression))
+        except ValueError:
+            continue
+        compiled = _compile(expression, "UTC")
+        if plain:
+            fast += 1
+            assert not isinstance(compiled, str), (expression, compiled)
+            check_schedule(expression)  # and agrees
+        else:
+            slow += 1
+    assert fast > 1_000 and slow > 1_000  # both paths were exercised
+
+
+@pytest.mark.parametrize(
+    "expression", ["61 * * * * *", "0 0 0 30 2 *", "x * * * * *", "* * * *", "H * * * * *"]
+)
+def test_check_schedule_fails_like_parse_schedule(expression: str) -> None:
+    with pytest.raises(CronError) as parsed:
+        parse_schedule(expression, job="nightly")
+    with pytest.raises(CronError) as checked:
+        check_schedule(expression, job="nightly")
+    assert str(checked.value) == str(parsed.value)
+
+
+def test_check_schedule_names_an_unknown_timezone() -> None:
+    with pytest.raises(CronError, match="job 'nightly': unknown timezone 'Europe/Berln'"):
+        check_schedule("0 * * * * *", "Europe/Berln", job="nightly")
