@@ -7,6 +7,8 @@ Everything is driven by environment variables so one module serves every benchma
   (async). Both allow overlap, so many requests of one job can run at once, as in a queue.
 - `scale` (`--app bench.apps:scale`): PGSCHED_BENCH_SCALE_JOBS jobs (default 100,000), daily at
   seeded random times, of which PGSCHED_BENCH_SCALE_DUE (default 100) run every second.
+  PGSCHED_BENCH_SCALE_SPREAD: `second` (default: random second of the day, ~86,000 distinct
+  expressions, the worst case for croniter) or `minute` (random minute: 1,440 distinct).
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ def scale() -> Extension:
     extension = Extension("bench-scale")
     total = int(os.environ.get("PGSCHED_BENCH_SCALE_JOBS", "100000"))
     due = int(os.environ.get("PGSCHED_BENCH_SCALE_DUE", "100"))
+    spread = os.environ.get("PGSCHED_BENCH_SCALE_SPREAD", "second")
     rng = random.Random(42)  # the same schedules on every sync: a re-sync changes nothing
     for i in range(total):
+        second, minute, hour = rng.randrange(60), rng.randrange(60), rng.randrange(24)
         if i < due:
             schedule = "* * * * * *"
-        else:
-            schedule = f"{rng.randrange(60)} {rng.randrange(60)} {rng.randrange(24)} * * *"
+        elif spread == "minute":  # daily at a random minute: 1,440 distinct expressions
+            schedule = f"0 {minute} {hour} * * *"
+        else:  # daily at a random second: nearly every job has its own expression
+            schedule = f"{second} {minute} {hour} * * *"
         extension.job(f"scale-{i:06d}", schedule=schedule, description="no-op")(_noop)
     extension.job("bench-noop", description="sync no-op", overlap="allow")(_noop)
     return extension

@@ -172,42 +172,33 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--skip-truly-idle", action="store_true", help="skip the run with 0 due")
     parser.add_argument("--skip-resync", action="store_true", help="skip the unchanged re-sync")
+    parser.add_argument(
+        "--spreads",
+        default="second,minute",
+        help="schedules to sync: 'second' (daily at a random second: ~86,000 distinct "
+        "expressions, croniter's worst case; the runner part uses it), 'minute' (1,440)",
+    )
     args = parser.parse_args()
+    spreads = args.spreads.split(",")
     env = {"PGSCHED_BENCH_SCALE_JOBS": str(args.jobs), "PGSCHED_BENCH_SCALE_DUE": str(args.due)}
-    result: dict[str, Any] = {"params": vars(args)}
-    with server(args.dsn) as pg, database(pg) as dsn:
-        log(f"sync of {args.jobs:,} jobs")
-        first, msg = timed_sync(dsn, env)
-        log(f"  first sync {first:.2f}s: {msg}")
-        result["sync_seconds"] = {"first": round(first, 2)}
-        if not args.skip_resync:
-            again, msg = timed_sync(dsn, env)
-            log(f"  re-sync {again:.2f}s: {msg}")
-            result["sync_seconds"]["unchanged"] = round(again, 2)
-        result["table_sizes"] = {
-            t: scalar(dsn, f"SELECT pg_size_pretty(pg_total_relation_size('pgsched.{t}'))")
-            for t in ("jobs", "runs")
-        }
-        cpu = runner_cpu(dsn, env, args)
-        result["runner_start_seconds"] = cpu["runner_start_seconds"]
-        result["runner_cpu_due"] = cpu["due"]
-        if "idle" in cpu:
-            result["runner_cpu_idle"] = cpu["idle"]
-        # One due tick per every-second job (not the ticks missed while paused), so that
-        # lock_due_jobs and record_ticks are explained on the steady-state shape.
-        rows(
-            dsn,
-            "UPDATE pgsched.jobs SET next_run_at = date_trunc('second', now()) "
-            f"WHERE schedule = '{EVERY}' RETURNING 1",
-        )
-        time.sleep(0.1)
-        result["explain"] = explain_all(dsn)
-        result["machine"] = machine(dsn)
+    result: dict[str, Any] = {"params": vars(args), "sync_seconds": {}}
+    with server(args.dsn) as pg:
+        for spread in spreads[1:]:  # sync figures only, each in a database of its own
+            with database(pg) as other:
+                sync_figures(other, {**env, "PGSCHED_BENCH_SCALE_SPREAD": spread}, spread, result)
+        with database(pg) as dsn:
+            env["PGSCHED_BENCH_SCALE_SPREAD"] = spreads[0]
+            sync_figures(dsn, env, spreads[0], result, not args.skip_resync)
+            measure_runner(dsn, env, args, result)
 
     print(f"\nscale: {args.jobs:,} jobs, {args.due} due every second")
-    table = [
-        ["sync, first (s)", result["sync_seconds"]["first"], 10.0],
-        ["sync, unchanged (s)", result["sync_seconds"].get("unchanged", float("nan")), 10.0],
+    table = []
+    for spread in spreads:
+        for kind in ("first", "unchanged"):
+            if f"{kind}_{spread}" in result["sync_seconds"]:
+                seconds = result["sync_seconds"][f"{kind}_{spread}"]
+                table.append([f"sync, {kind}, spread={spread} (s)", seconds, 10.0])
+    table += [
         ["runner start incl. its sync (s)", result["runner_start_seconds"], float("nan")],
         [f"runner CPU %, {args.due} due/s", result["runner_cpu_due"]["cpu_percent_of_core"], 2.0],
     ]
@@ -225,6 +216,45 @@ def main() -> None:
         ],
     )
     write_result("scale", args.tag, result)
+
+
+def sync_figures(
+    dsn: str, env: dict[str, str], spread: str, result: dict[str, Any], resync: bool = True
+) -> None:
+    """`pgsched sync` as a user runs it, into an empty schema, then again unchanged."""
+    first, msg = timed_sync(dsn, env)
+    log(f"  first sync, spread={spread}: {first:.2f}s: {msg}")
+    result["sync_seconds"][f"first_{spread}"] = round(first, 2)
+    result.setdefault("distinct_schedules", {})[spread] = scalar(
+        dsn, "SELECT count(DISTINCT schedule) FROM pgsched.jobs"
+    )
+    if resync:
+        again, msg = timed_sync(dsn, env)
+        log(f"  re-sync, spread={spread}: {again:.2f}s: {msg}")
+        result["sync_seconds"][f"unchanged_{spread}"] = round(again, 2)
+
+
+def measure_runner(dsn: str, env: dict[str, str], args: Any, result: dict[str, Any]) -> None:
+    """Runner start, its CPU with jobs due and with none, then EXPLAIN of the hot queries."""
+    result["table_sizes"] = {
+        t: scalar(dsn, f"SELECT pg_size_pretty(pg_total_relation_size('pgsched.{t}'))")
+        for t in ("jobs", "runs")
+    }
+    cpu = runner_cpu(dsn, env, args)
+    result["runner_start_seconds"] = cpu["runner_start_seconds"]
+    result["runner_cpu_due"] = cpu["due"]
+    if "idle" in cpu:
+        result["runner_cpu_idle"] = cpu["idle"]
+    # One due tick per every-second job (not the ticks missed while paused), so that
+    # lock_due_jobs and record_ticks are explained on the steady-state shape.
+    rows(
+        dsn,
+        "UPDATE pgsched.jobs SET next_run_at = date_trunc('second', now()) "
+        f"WHERE schedule = '{EVERY}' RETURNING 1",
+    )
+    time.sleep(0.1)
+    result["explain"] = explain_all(dsn)
+    result["machine"] = machine(dsn)
 
 
 if __name__ == "__main__":

@@ -186,7 +186,8 @@ def _sync(app: App) -> None:
     report = app.with_store(lambda s: s.sync(app.registry))
     click.echo(
         f"synced {len(app.registry)} jobs: {len(report.inserted)} new, "
-        f"{len(report.updated)} re-applied, {len(report.orphaned)} newly orphaned"
+        f"{len(report.updated)} changed, {report.unchanged} unchanged, "
+        f"{len(report.orphaned)} newly orphaned"
         + (f" ({', '.join(report.orphaned)})" if report.orphaned else ""),
         err=True,
     )

@@ -232,14 +232,23 @@ DELETE FROM {schema}.runs r USING old WHERE r.id = old.id
 SELECT pg_advisory_xact_lock(hashtext('pgsched.sync.' || %(schema)s))
 
 -- name: synced_jobs
-SELECT name, schedule, timezone, enabled, next_run_at, orphaned FROM {schema}.jobs
+-- Every synced column, in the form the store compares definitions in (seconds as float8,
+-- tags as a JSON list), so a re-sync writes only the rows that changed.
+SELECT name, extension, description, schedule, timezone, enabled,
+       extract(epoch FROM timeout)::float8 AS timeout, max_attempts,
+       extract(epoch FROM retry_backoff)::float8 AS retry_backoff, overlap, misfire,
+       extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap,
+       to_jsonb(tags) AS tags, overrides, origin, next_run_at, orphaned
+FROM {schema}.jobs
 
 -- name: db_now
 SELECT now() AS db_now
 
 -- name: upsert_jobs
--- Definitions with overrides applied. `paused` is never touched; next_run_at is replaced only
--- when the schedule changed (a non-NULL next_run_at), so re-syncing never re-opens or skips a tick.
+-- The new and changed definitions (with overrides applied), as one JSON array. `paused` is
+-- never touched; next_run_at is replaced only when the schedule changed (a non-NULL
+-- next_run_at), so re-syncing never re-opens or skips a tick. `synced_at`: the last sync that
+-- wrote the row.
 INSERT INTO {schema}.jobs AS j (name, extension, description, schedule, timezone, enabled,
                                timeout, max_attempts, retry_backoff, overlap, misfire,
                                misfire_grace, misfire_cap, tags, overrides, origin, next_run_at,
@@ -249,15 +258,11 @@ SELECT d.name, d.extension, d.description, d.schedule, d.timezone, d.enabled,
        d.overlap, d.misfire, make_interval(secs => d.misfire_grace), d.misfire_cap,
        ARRAY(SELECT jsonb_array_elements_text(d.tags)), d.overrides, d.origin, d.next_run_at,
        false, now()
-FROM unnest(%(names)s::text[], %(extensions)s::text[], %(descriptions)s::text[],
-            %(schedules)s::text[], %(timezones)s::text[], %(enableds)s::boolean[],
-            %(timeouts)s::float8[], %(max_attempts)s::int[], %(retry_backoffs)s::float8[],
-            %(overlaps)s::text[], %(misfires)s::text[], %(misfire_graces)s::float8[],
-            %(misfire_caps)s::int[], %(tags)s::jsonb[], %(overrides)s::jsonb[],
-            %(origins)s::text[], %(next_run_ats)s::timestamptz[])
-     AS d(name, extension, description, schedule, timezone, enabled, timeout, max_attempts,
-          retry_backoff, overlap, misfire, misfire_grace, misfire_cap, tags, overrides, origin,
-          next_run_at)
+FROM json_to_recordset(%(jobs)s::json)
+     AS d(name text, extension text, description text, schedule text, timezone text,
+          enabled boolean, timeout float8, max_attempts int, retry_backoff float8, overlap text,
+          misfire text, misfire_grace float8, misfire_cap int, tags jsonb, overrides jsonb,
+          origin text, next_run_at timestamptz)
 ON CONFLICT (name) DO UPDATE SET
     extension = EXCLUDED.extension, description = EXCLUDED.description,
     schedule = EXCLUDED.schedule, timezone = EXCLUDED.timezone, enabled = EXCLUDED.enabled,

@@ -56,6 +56,31 @@ scheduler:
     assert not query(dsn, "SELECT paused FROM pgsched.jobs WHERE name = 'echo-params'")[0]["paused"]
 
 
+def test_resync_writes_only_changed_definitions(dsn: str, tmp_path: Path) -> None:
+    """An unchanged re-sync leaves every row as it was (no new row version: `xmin` stays);
+    a changed override rewrites that row alone and keeps its next_run_at."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("scheduler:\n  jobs:\n    - job: tick-every-second\n      timeout: 30\n")
+    first = pgsched(*APP, "sync", dsn=dsn, profile=profile)
+    assert first.returncode == 0, first.stderr
+    versions = "SELECT name, xmin::text AS v, next_run_at, timeout FROM pgsched.jobs"
+    before = {r["name"]: r for r in query(dsn, versions)}
+
+    again = pgsched(*APP, "sync", dsn=dsn, profile=profile)
+    assert again.returncode == 0, again.stderr
+    assert f"0 new, 0 changed, {len(before)} unchanged" in again.stderr
+    assert {r["name"]: r for r in query(dsn, versions)} == before
+
+    profile.write_text("scheduler:\n  jobs:\n    - job: tick-every-second\n      timeout: 45\n")
+    changed = pgsched(*APP, "sync", dsn=dsn, profile=profile)
+    assert changed.returncode == 0, changed.stderr
+    assert f"0 new, 1 changed, {len(before) - 1} unchanged" in changed.stderr
+    after = {r["name"]: r for r in query(dsn, versions)}
+    assert [n for n in after if after[n]["v"] != before[n]["v"]] == ["tick-every-second"]
+    assert after["tick-every-second"]["timeout"].total_seconds() == 45
+    assert after["tick-every-second"]["next_run_at"] == before["tick-every-second"]["next_run_at"]
+
+
 def test_job_removed_from_code_is_orphaned_with_history_kept(dsn: str) -> None:
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
     query(dsn, "INSERT INTO pgsched.runs (job_name) VALUES ('class-job') RETURNING id")

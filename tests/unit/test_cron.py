@@ -245,7 +245,9 @@ def test_invalid_timezones_are_rejected(zone: str) -> None:
 
 def _random_field(rng: random.Random) -> str:
     def number() -> str:
-        return str(rng.choice([rng.randrange(0, 8), rng.randrange(1, 13), rng.randrange(0, 62), 99]))
+        return str(
+            rng.choice([rng.randrange(0, 8), rng.randrange(1, 13), rng.randrange(0, 62), 99])
+        )
 
     def part() -> str:
         shape = rng.randrange(7)
