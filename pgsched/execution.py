@@ -144,11 +144,9 @@ class Execution:
         definition: JobDefinition | None,
         pools: UserPools,
         runner_id: str,
-        claimed_mono: float | None = None,
     ) -> None:
         self.claimed = claimed
         self.definition = definition
-        self.claimed_mono = time.monotonic() if claimed_mono is None else claimed_mono
         self.started_mono: float | None = None
         self.log = get_logger(
             runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt
@@ -170,7 +168,7 @@ class Execution:
         """A local monotonic instant on the database clock, anchored at the claim."""
         if mono is None:
             return None
-        return self.claimed.started_at + timedelta(seconds=mono - self.claimed_mono)
+        return self.claimed.started_at + timedelta(seconds=mono - self.claimed.claimed_mono)
 
     def outcome(
         self,

@@ -75,7 +75,7 @@ class Runner:
         self.pools = UserPools(store.dsn, max_size=max(2, config.concurrency))
         self.executor = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
-        self._prefetched: deque[tuple[ClaimedRun, float]] = deque()  # claimed, not started
+        self._prefetched: deque[ClaimedRun] = deque()  # claimed, not started yet
         self._no_prefetch_until = 0.0  # after giving runs back, claim only for free slots
         self._draining = True  # during shutdown's grace period prefetched runs still start
         self._results: deque[RunOutcome] = deque()
@@ -248,8 +248,7 @@ class Runner:
         return min(due_in, self.config.poll_interval)
 
     def _start_all(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
-        claimed_at = time.monotonic()
-        self._prefetched.extend((run, claimed_at) for run in claimed)
+        self._prefetched.extend(claimed)
         self._fill_slots()
         return claimed
 
@@ -258,10 +257,8 @@ class Runner:
         while self._prefetched and len(self._active) < self.config.concurrency:
             if self._stopping.is_set() and not self._draining:
                 return  # past the grace period: shutdown gives back what has not started
-            run, claimed_at = self._prefetched.popleft()
-            execution = Execution(
-                run, self.registry.get(run.job_name), self.pools, self.id, claimed_at
-            )
+            run = self._prefetched.popleft()
+            execution = Execution(run, self.registry.get(run.job_name), self.pools, self.id)
             task = asyncio.create_task(self._execute(execution), name=f"run-{run.id}")
             self._active[run.id] = (execution, task)
 
@@ -269,15 +266,15 @@ class Runner:
         """Give back prefetched runs that waited longer than `older_than` seconds (all of them
         at shutdown), so a runner busy with slow runs does not sit on work others could do."""
         cutoff = time.monotonic() - older_than
-        stale: list[tuple[ClaimedRun, float]] = []
-        while self._prefetched and self._prefetched[0][1] <= cutoff:
+        stale: list[ClaimedRun] = []
+        while self._prefetched and self._prefetched[0].claimed_mono <= cutoff:
             stale.append(self._prefetched.popleft())
         if not stale:
             return
         # Never put them back in the queue on failure: the release may have committed with its
         # reply lost, and another runner may already be running them. If it did not commit,
         # the stranded-run sweep ends them (failed, retried where allowed): never twice.
-        released = await self.store.release([run for run, _ in stale])
+        released = await self.store.release(stale)
         self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
         self.log.info("released prefetched runs", runs=released)
 
@@ -403,7 +400,7 @@ class Runner:
                     await self._register()
                 known = [
                     *self._active,
-                    *(run.id for run, _ in self._prefetched),
+                    *(run.id for run in self._prefetched),
                     *(o.run_id for o in self._results),
                 ]
                 await self._release_prefetched(self.config.prefetch_hold)

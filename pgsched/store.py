@@ -6,6 +6,7 @@ The runner and the CLI speak in verbs (`claim`, `finish`, `reap_lost`, `sync`), 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ class ClaimedRun:
     attempt: int
     params: dict[str, Any]
     lease: uuid.UUID
-    started_at: datetime
+    started_at: datetime  # the claim statement's clock_timestamp()
+    claimed_mono: float  # time.monotonic() just before that statement was sent
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class SyncReport:
     unchanged: int = 0
 
 
-def _claimed(rows: Sequence[Row]) -> list[ClaimedRun]:
+def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
     return [
         ClaimedRun(
             r["id"],
@@ -82,6 +84,7 @@ def _claimed(rows: Sequence[Row]) -> list[ClaimedRun]:
             r["params"],
             r["lease"],
             r["started_at"],
+            sent_mono,
         )
         for r in rows
         if r["status"] == "running"
@@ -164,10 +167,11 @@ class Store:
             async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 cur = conn.cursor(row_factory=dict_row)
+                sent = time.monotonic()
                 await cur.execute(self.q["claim_pending"], {"limit": limit, "runner": runner_id})
             rows = await cur.fetchall()
         exclusive = [(r["id"], r["job_name"]) for r in rows if r["status"] == "pending"]
-        return PendingClaim(_claimed(rows), exclusive)
+        return PendingClaim(_claimed(rows, sent), exclusive)
 
     async def start_exclusive(
         self, runner_id: str, pending: Sequence[tuple[int, str]]
@@ -192,8 +196,9 @@ class Store:
                     startable.discard(job)  # one run per job at a time
             if not ids:
                 return []
+            sent = time.monotonic()
             await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
-            return _claimed(await cur.fetchall())
+            return _claimed(await cur.fetchall(), sent)
 
     async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
@@ -212,8 +217,9 @@ class Store:
                 for r in locked
             ]
             plans = plan_claim(due, free)
+            sent = time.monotonic()
             await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
-            return _claimed(await cur.fetchall())
+        return _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
 
     @staticmethod
     def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
@@ -334,13 +340,14 @@ class Store:
     async def insert_inline_run(
         self, name: str, params: dict[str, Any], runner_id: str
     ) -> ClaimedRun:
+        sent = time.monotonic()
         try:
             rows = await self._all(
                 "insert_inline_run", {"name": name, "params": Jsonb(params), "runner": runner_id}
             )
         except errors.ForeignKeyViolation:
             raise UnknownJobError(await self._unknown_job_message(name)) from None
-        return _claimed(rows)[0]
+        return _claimed(rows, sent)[0]
 
     async def get_run(self, run_id: int) -> Row | None:
         return await self._one("get_run", {"id": run_id})
@@ -413,9 +420,13 @@ def _changed_definitions(
     for d in registry:
         row = _definition_row(d)
         old = existing.get(d.name)
-        if old is not None and not old["orphaned"] and all(old[k] == v for k, v in row.items()):
-            if row["schedule"] is None or old["next_run_at"] is not None:
-                continue  # unchanged, and its next tick is known
+        if (
+            old is not None
+            and not old["orphaned"]
+            and all(old[k] == v for k, v in row.items())
+            and (row["schedule"] is None or old["next_run_at"] is not None)
+        ):
+            continue  # unchanged, and its next tick is known
         reset = row["schedule"] is not None and (
             old is None
             or old["next_run_at"] is None

@@ -1,6 +1,9 @@
 -- pgsched's whole database protocol, one named query per block (`-- name: x`).
 -- `{schema}` is the quoted schema name. Status values are literals, never parameters, so the
 -- planner matches the partial indexes even for psycopg's prepared statements.
+-- A claim writes started_at = clock_timestamp(), not now() (its transaction's start): the
+-- runner pairs it with its monotonic clock read just before sending the statement, and
+-- reports when the callable really began from there, never earlier than it did.
 
 -- name: register_runner
 -- A runner announces itself; the id is unique per process start.
@@ -65,7 +68,7 @@ WITH advanced AS (
 INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_after, started_at,
                                finished_at, runner, lease, message)
 SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
-       CASE WHEN t.status = 'running' THEN now() END,
+       CASE WHEN t.status = 'running' THEN clock_timestamp() END,
        CASE WHEN t.status IN ('skipped', 'failed') THEN now() END,
        CASE WHEN t.status <> 'pending' THEN %(runner)s END,
        CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
@@ -94,7 +97,8 @@ WITH locked AS (
     FOR UPDATE OF r SKIP LOCKED
 ), started AS (
     UPDATE {schema}.runs r
-    SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(), started_at = now()
+    SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
+        started_at = clock_timestamp()
     FROM locked l
     WHERE r.id = l.id AND l.overlap_allowed
     RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params,
@@ -129,7 +133,8 @@ WHERE status = 'running' AND job_name = ANY(%(names)s::text[])
 -- name: start_pending
 -- Step 4: the chosen runs start under a fresh lease.
 UPDATE {schema}.runs
-SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(), started_at = now()
+SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
+    started_at = clock_timestamp()
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
 RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
 
@@ -318,7 +323,7 @@ RETURNING id
 -- name: insert_inline_run
 -- `jobs run --inline`: recorded like any run, owned by the CLI process for its duration.
 INSERT INTO {schema}.runs (job_name, params, status, started_at, runner, lease)
-VALUES (%(name)s, %(params)s, 'running', now(), %(runner)s, gen_random_uuid())
+VALUES (%(name)s, %(params)s, 'running', clock_timestamp(), %(runner)s, gen_random_uuid())
 RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
 
 -- name: get_run
