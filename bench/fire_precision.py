@@ -73,7 +73,8 @@ def main() -> None:
         data = rows(
             dsn,
             """
-            SELECT status, runner, extract(epoch FROM started_at - scheduled_for)::float8
+            SELECT status, runner, extract(epoch FROM started_at - scheduled_for)::float8,
+                   extract(epoch FROM created_at - scheduled_for)::float8
             FROM pgsched.runs
             WHERE trigger = 'schedule' AND job_name LIKE 'bench-tick-%%'
               AND scheduled_for >= %s AND scheduled_for < %s
@@ -82,9 +83,13 @@ def main() -> None:
         )
         info = machine(dsn)
 
-    lags = [lag for status, _, lag in data if status == "succeeded" and lag is not None]
-    statuses = Counter(status for status, _, _ in data)
-    per_runner = Counter(runner for _, runner, _ in data)
+    done = [(lag, wake) for status, _, lag, wake in data if status == "succeeded" and lag]
+    lags = [lag for lag, _ in done]
+    # created_at is the claim transaction's start: how late the claim began, vs. how long it
+    # and the local start took after that.
+    wakes = [wake for _, wake in done]
+    statuses = Counter(status for status, _, _, _ in data)
+    per_runner = Counter(runner for _, runner, _, _ in data)
     expected = args.jobs * args.seconds
     stats = summary_ms(lags)
     cpu = [
@@ -96,6 +101,7 @@ def main() -> None:
         f"(concurrency {args.concurrency}); {expected:,} ticks expected, {len(data):,} recorded"
     )
     print_latency("lag = started_at - scheduled_for", stats)
+    print_latency("of which: claim began = created_at - scheduled_for", summary_ms(wakes))
     print(f"\nstatuses: {dict(statuses)}")
     print(f"runs per runner: {sorted(per_runner.values(), reverse=True)}")
     print(f"runner CPU, % of one core: {cpu}")
@@ -116,6 +122,7 @@ def main() -> None:
             "runs_per_runner": sorted(per_runner.values(), reverse=True),
             "runner_cpu_percent": cpu,
             "lag_ms": stats,
+            "claim_began_ms": summary_ms(wakes),
             "lag_cdf_ms": distribution_ms(lags),
         },
     )

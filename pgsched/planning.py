@@ -54,6 +54,13 @@ def cached_schedule(expression: str, timezone: str) -> CronSchedule:
     return parse_schedule(expression, timezone)
 
 
+@lru_cache(maxsize=4096)
+def _next_after(expression: str, timezone: str, after: datetime) -> datetime:
+    """Jobs that share a schedule are due together and ask the same question: answer once
+    (croniter needs ~20 µs, a whole claim of 100 such jobs otherwise ~2.5 ms)."""
+    return cached_schedule(expression, timezone).next_after(after)
+
+
 def _fmt(t: datetime) -> str:
     return t.isoformat(timespec="seconds")
 
@@ -103,13 +110,13 @@ def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[Pl
 
 def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
     """The rows to write for one due job, its next tick, and the slots left for other jobs."""
-    cron = cached_schedule(due.schedule, due.timezone)
     start = due.next_run_at
-    following = cron.next_after(start)
+    following = _next_after(due.schedule, due.timezone, start)
     if following > due.db_now:  # the common case: exactly one tick is due
         ticks = [start]
         next_run_at = following
     else:
+        cron = cached_schedule(due.schedule, due.timezone)
         ticks = sorted({start, *cron.ticks_between(start, due.db_now, due.misfire_cap + 1)})
         next_run_at = cron.next_after(due.db_now)
     overflow = len(ticks) > due.misfire_cap

@@ -223,16 +223,16 @@ class Store:
 
     @staticmethod
     def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
-        ticks = [t for p in plans for t in p.ticks]
-        return {
-            "runner": runner_id,
-            "job_names": [p.job_name for p in plans],
-            "next_run_ats": [p.next_run_at for p in plans],
-            "tick_jobs": [t.job_name for t in ticks],
-            "ticks": [t.tick for t in ticks],
-            "statuses": [t.status for t in ticks],
-            "messages": [t.message for t in ticks],
-        }
+        def at(moment: datetime | None) -> str | None:
+            return None if moment is None else moment.isoformat()
+
+        jobs = [{"name": p.job_name, "next_run_at": at(p.next_run_at)} for p in plans]
+        ticks = [
+            {"job_name": t.job_name, "tick": at(t.tick), "status": t.status, "message": t.message}
+            for p in plans
+            for t in p.ticks
+        ]
+        return {"runner": runner_id, "jobs": json.dumps(jobs), "ticks": json.dumps(ticks)}
 
     async def release(self, runs: Sequence[ClaimedRun]) -> list[int]:
         """Give prefetched, never started runs back to every runner (and wake them)."""

@@ -58,11 +58,12 @@ SELECT j.name,
 FROM unnest(%(names)s::text[]) AS j(name)
 
 -- name: record_ticks
--- Step 3, same transaction: advance next_run_at and write one row per tick. Rows this runner
--- starts now are 'running' under a fresh lease; the unique key refuses a second row per tick.
+-- Step 3, same transaction: advance next_run_at and write one row per tick (both lists as
+-- JSON, like finish_runs). Rows this runner starts now are 'running' under a fresh lease; the
+-- unique key refuses a second row per tick.
 WITH advanced AS (
     UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
-    FROM unnest(%(job_names)s::text[], %(next_run_ats)s::timestamptz[]) AS a(name, next_run_at)
+    FROM json_to_recordset(%(jobs)s::json) AS a(name text, next_run_at timestamptz)
     WHERE j.name = a.name
 )
 INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_after, started_at,
@@ -73,8 +74,8 @@ SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
        CASE WHEN t.status <> 'pending' THEN %(runner)s END,
        CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
        t.message
-FROM unnest(%(tick_jobs)s::text[], %(ticks)s::timestamptz[], %(statuses)s::text[],
-            %(messages)s::text[]) AS t(job_name, tick, status, message)
+FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, tick timestamptz, status text,
+                                            message text)
 ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
 RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
           r.started_at
