@@ -115,7 +115,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         conn.execute("INSERT INTO pgsched.runners (id, hostname, pid) VALUES ('explain', 'h', 1)")
         conn.execute(q["plan_by_index"])  # as every claim and result transaction starts
         params: dict[str, dict[str, Any]] = {
-            "lock_due_jobs": {"limit": 100},
+            "lock_due_jobs": {"limit": 100, "lookahead": 0.5},
             "claim_pending": {"limit": 100, "runner": "explain"},
             "seconds_until_due": {},
             "reap_lost_runners": {"lease_timeout": 15.0},
@@ -125,7 +125,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         # record_ticks (step 2 of the tick claim) for what lock_due_jobs locked, as the store does
         conn.execute("SAVEPOINT t")
         cur = conn.cursor(row_factory=dict_row)
-        locked = cur.execute(q["lock_due_jobs"], {"limit": 100}).fetchall()
+        locked = cur.execute(q["lock_due_jobs"], params["lock_due_jobs"]).fetchall()
         names = {"names": [r["name"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
         due = [DueJob(**r, busy=False) for r in locked]

@@ -232,6 +232,7 @@ def runner(
         grace_period=opts.grace_period,
         listen=opts.listen and not no_listen,
         prefetch=opts.prefetch if opts.prefetch is not None else (concurrency or opts.concurrency),
+        lookahead=opts.lookahead,
     )
     code = run_runner(app.store(), app.registry, config)
     sys.exit(code)

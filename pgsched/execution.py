@@ -168,7 +168,7 @@ class Execution:
         """A local monotonic instant on the database clock, anchored at the claim."""
         if mono is None:
             return None
-        return self.claimed.started_at + timedelta(seconds=mono - self.claimed.claimed_mono)
+        return self.claimed.claimed_at + timedelta(seconds=mono - self.claimed.claimed_mono)
 
     def outcome(
         self,

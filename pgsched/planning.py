@@ -131,10 +131,26 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
     return JobPlan(due.name, next_run_at, tuple(assigned)), free
 
 
-def plan_claim(due_jobs: list[DueJob], free: int) -> list[JobPlan]:
+def plan_ahead(due: DueJob) -> JobPlan | None:
+    """A tick not due yet (claimed within the lookahead) is claimed to start at its time, or
+    left for the claim at its time when that must decide a skip or a queue."""
+    if due.overlap != "allow" and (due.busy or due.queued):
+        return None
+    following = _next_after(due.schedule, due.timezone, due.next_run_at)
+    return JobPlan(due.name, following, (PlannedTick(due.name, due.next_run_at, "running"),))
+
+
+def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPlan]:
+    """Plans for the locked jobs. `free`: runs this runner may take on; `ahead`: how many of
+    them may be ticks that are not due yet (the others are left alone)."""
     plans: list[JobPlan] = []
     for due in due_jobs:
         try:
+            if due.next_run_at > due.db_now:
+                if ahead > 0 and free > 0 and (early := plan_ahead(due)) is not None:
+                    plans.append(early)
+                    ahead, free = ahead - 1, free - 1
+                continue
             plan, free = plan_job(due, free)
         except CronError as exc:
             # Someone wrote a schedule pgsched cannot read straight into pgsched.jobs: stop the

@@ -54,6 +54,7 @@ class RunnerOptions:
     grace_period: float = 30.0  # how long shutdown waits for running jobs
     listen: bool = True  # False = poll only (PgBouncer transaction pooling)
     prefetch: int | None = None  # runs claimed ahead of free slots; None = concurrency
+    lookahead: float = 0.5  # seconds: claim ticks this early, start them at their time
 
 
 @dataclass(frozen=True)
@@ -162,14 +163,15 @@ class _Reader:
         assert isinstance(value, int | float)
         return value
 
-    def duration(self, node: Node, entry: str) -> float:
+    def duration(self, node: Node, entry: str, *, zero_ok: bool = False) -> float:
         value = self.scalar(node, entry)
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
             raise self.error(node, entry, f"invalid value {value!r}", str(exc)) from None
-        if seconds <= 0:
-            raise self.error(node, entry, f"invalid value {value!r}", "use a duration > 0")
+        if seconds < 0 or (seconds == 0 and not zero_ok):
+            hint = "use a duration >= 0 (0 turns it off)" if zero_ok else "use a duration > 0"
+            raise self.error(node, entry, f"invalid value {value!r}", hint)
         return seconds
 
 
@@ -356,6 +358,8 @@ def _read_runner(r: _Reader, node: Node) -> RunnerOptions:
             values[name] = int(r.number(value_node, entry, integer=True, minimum=0))
         elif name == "listen":
             values[name] = r.boolean(value_node, entry)
+        elif name == "lookahead":
+            values[name] = r.duration(value_node, entry, zero_ok=True)
         else:
             values[name] = r.duration(value_node, entry)
     options = dataclasses.replace(RunnerOptions(), **values)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ class RunnerConfig:
     listen: bool = True
     prefetch: int = 0  # runs claimed ahead of free slots, started as slots free up
     prefetch_hold: float = 1.0  # a prefetched run not started by then goes back to pending
+    lookahead: float = 0.0  # claim ticks this many seconds early; start them at their time
     flush_interval: float = 0.005
     max_held_results: int = 100_000
 
@@ -76,6 +77,7 @@ class Runner:
         self.executor = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
         self._prefetched: deque[ClaimedRun] = deque()  # claimed, not started yet
+        self._waiting: dict[int, tuple[ClaimedRun, asyncio.TimerHandle]] = {}  # tick not yet due
         self._no_prefetch_until = 0.0  # after giving runs back, claim only for free slots
         self._draining = True  # during shutdown's grace period prefetched runs still start
         self._results: deque[RunOutcome] = deque()
@@ -208,9 +210,13 @@ class Runner:
 
     def _capacity(self) -> int:
         """How many more runs this runner may hold: its slots plus the prefetch allowance."""
-        held = len(self._active) + len(self._prefetched)
+        held = len(self._active) + len(self._prefetched) + len(self._waiting)
         prefetch = self.config.prefetch if time.monotonic() >= self._no_prefetch_until else 0
         return self.config.concurrency + prefetch - held
+
+    def _ahead(self) -> int:
+        """How many ticks this runner may claim before their time (they count as held)."""
+        return max(0, self._capacity()) if self.config.lookahead else 0
 
     async def _claim(self, free: int) -> float | None:
         """Claim up to `free` runs and start what the slots allow; return how long to wait
@@ -219,7 +225,10 @@ class Runner:
         now = time.monotonic()
         if now >= min(self._ticks_due_at, self._ticks_checked_at + self.config.poll_interval):
             self._ticks_checked_at = now  # the safety net also covers a missed NOTIFY
-            claimed += self._start_all(await self.store.claim_ticks(self.id, free))
+            ticks = await self.store.claim_ticks(
+                self.id, free, self._ahead(), self.config.lookahead
+            )
+            claimed += self._start_all(ticks)
         if len(claimed) < free:  # started already: a failure here cannot strand the ticks
             pending = await self.store.claim_pending(self.id, free - len(claimed))
             claimed += self._start_all(pending.started)  # committed: start them first
@@ -232,7 +241,10 @@ class Runner:
         if claimed:
             return 0.0  # there may be more: look again at once
         looked_at = time.monotonic()
-        ticks_in, pending_in = await self.store.seconds_until_due()
+        tick_in, pending_in = await self.store.seconds_until_due()
+        ticks_in = tick_in
+        if ticks_in is not None and self._ahead():
+            ticks_in -= self.config.lookahead  # its claim may begin that much earlier
         self._ticks_due_at = looked_at + ticks_in if ticks_in is not None else float("inf")
         due_in = min((s for s in (ticks_in, pending_in) if s is not None), default=None)
         if due_in is None:
@@ -241,16 +253,29 @@ class Runner:
             # Due, but nothing claimable: locked by another runner's claim (it commits within
             # milliseconds), or waiting for a running run of its job. Look again soon, backing
             # off so a long wait does not become a busy loop, but never past the next tick.
-            if ticks_in is not None and ticks_in > 0:
-                return min(self._idle.next(), ticks_in)
+            if tick_in is not None and tick_in > 0:
+                return min(self._idle.next(), tick_in)
             return self._idle.next()
         self._idle.reset()
         return min(due_in, self.config.poll_interval)
 
     def _start_all(self, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
-        self._prefetched.extend(claimed)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        for run in claimed:
+            if run.start_mono > now:  # claimed ahead of its tick
+                timer = loop.call_at(loop.time() + run.start_mono - now, self._tick_time, run.id)
+                self._waiting[run.id] = (run, timer)
+            else:
+                self._prefetched.append(run)
         self._fill_slots()
         return claimed
+
+    def _tick_time(self, run_id: int) -> None:
+        """A tick claimed ahead is due: it goes first in the queue for a slot."""
+        if (waiting := self._waiting.pop(run_id, None)) is not None:
+            self._prefetched.appendleft(waiting[0])
+            self._fill_slots()
 
     def _fill_slots(self) -> None:
         """Start prefetched runs, oldest first, while slots are free."""
@@ -269,14 +294,20 @@ class Runner:
         stale: list[ClaimedRun] = []
         while self._prefetched and self._prefetched[0].claimed_mono <= cutoff:
             stale.append(self._prefetched.popleft())
-        if not stale:
-            return
-        # Never put them back in the queue on failure: the release may have committed with its
-        # reply lost, and another runner may already be running them. If it did not commit,
-        # the stranded-run sweep ends them (failed, retried where allowed): never twice.
-        released = await self.store.release(stale)
-        self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
-        self.log.info("released prefetched runs", runs=released)
+        if stale:
+            # Never put them back in the queue on failure: the release may have committed with
+            # its reply lost, and another runner may already be running them. If it did not
+            # commit, the stranded-run sweep ends them (failed, retried where allowed).
+            released = await self.store.release(stale)
+            self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
+            self.log.info("released prefetched runs", runs=released)
+        if not older_than and self._waiting:  # shutdown: ticks claimed ahead, as if never
+            ahead = [run for run, _ in self._waiting.values()]
+            for _, timer in self._waiting.values():
+                timer.cancel()
+            self._waiting.clear()
+            unclaimed = await self.store.unclaim_ticks(ahead)
+            self.log.info("gave back ticks claimed ahead", runs=unclaimed)
 
     async def _execute(self, execution: Execution) -> None:
         try:
@@ -400,6 +431,7 @@ class Runner:
                     await self._register()
                 known = [
                     *self._active,
+                    *self._waiting,
                     *(run.id for run in self._prefetched),
                     *(o.run_id for o in self._results),
                 ]
@@ -421,8 +453,11 @@ class Runner:
         their slots, and let their late results be discarded by the lease check."""
         for execution, _ in self._active.values():
             execution.ctx.cancel(reason)
+        for _, timer in self._waiting.values():
+            timer.cancel()
         self._active.clear()
         self._prefetched.clear()
+        self._waiting.clear()
 
     async def _listen_loop(self) -> None:
         """LISTEN for new requests and schedule changes; after a reconnect, poll once, since

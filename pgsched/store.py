@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +37,17 @@ class ClaimedRun:
     attempt: int
     params: dict[str, Any]
     lease: uuid.UUID
-    started_at: datetime  # the claim statement's clock_timestamp()
+    claimed_at: datetime  # the database clock while the claim statement ran
     claimed_mono: float  # time.monotonic() just before that statement was sent
+    start_mono: float = 0.0  # a tick claimed ahead: time.monotonic() when it is due
+
+
+def _due_mono(run: ClaimedRun, clock: datetime, received: float) -> float:
+    """When a tick claimed ahead of its time is due, on this process's monotonic clock: the
+    database clock was read before `received`, so this is never early."""
+    if run.scheduled_for is None or run.scheduled_for <= clock:
+        return 0.0
+    return received + (run.scheduled_for - clock).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
             r["attempt"],
             r["params"],
             r["lease"],
-            r["started_at"],
+            r["claimed_at"],
             sent_mono,
         )
         for r in rows
@@ -200,26 +209,47 @@ class Store:
             await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
             return _claimed(await cur.fetchall(), sent)
 
-    async def claim_ticks(self, runner_id: str, free: int) -> list[ClaimedRun]:
+    async def claim_ticks(
+        self, runner_id: str, free: int, ahead: int = 0, lookahead: float = 0.0
+    ) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
-        every tick's fate and advances next_run_at. No user code runs while it holds locks."""
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(self.q["plan_by_index"])
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["lock_due_jobs"], {"limit": free})
-            locked = await cur.fetchall()
-            if not locked:
-                return []
-            await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
-            activity = {r["name"]: r for r in await cur.fetchall()}
-            due = [
-                DueJob(**r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"])
-                for r in locked
-            ]
-            plans = plan_claim(due, free)
+        every tick's fate and advances next_run_at. No user code runs while it holds locks.
+
+        With `ahead` slots, ticks due within `lookahead` seconds are claimed too, so that the
+        runner can start them on time instead of beginning the claim at their time."""
+        async with self.pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(self.q["plan_by_index"])
+                cur = conn.cursor(row_factory=dict_row)
+                lookahead = lookahead if ahead else 0.0
+                await cur.execute(self.q["lock_due_jobs"], {"limit": free, "lookahead": lookahead})
+                locked = await cur.fetchall()
+                if not locked:
+                    return []
+                await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
+                activity = {r["name"]: r for r in await cur.fetchall()}
+                due = [
+                    DueJob(
+                        **r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"]
+                    )
+                    for r in locked
+                ]
+                plans = plan_claim(due, free, ahead)
+                if not plans:
+                    return []
+                await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
+            rows = await cur.fetchall()  # COMMIT went out with the INSERT
+            # A clock reading of its own, one short round trip after the commit: ticks are due
+            # to the millisecond, and reported start times are only as tight as this window.
             sent = time.monotonic()
-            await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
-        return _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
+            row = await (await conn.execute(self.q["clock"])).fetchone()
+            received = time.monotonic()
+        assert row is not None
+        clock: datetime = row[0]
+        return [
+            replace(run, claimed_at=clock, start_mono=_due_mono(run, clock, received))
+            for run in _claimed(rows, sent)
+        ]
 
     @staticmethod
     def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
@@ -246,6 +276,14 @@ class Store:
             released = [row[0] for row in await cur.fetchall()]
             await conn.execute(self.q["notify_runners"])
         return released
+
+    async def unclaim_ticks(self, runs: Sequence[ClaimedRun]) -> list[int]:
+        """Undo the claim of ticks claimed ahead that never started (see sql/queries.sql)."""
+        if not runs:
+            return []
+        document = json.dumps([{"id": r.id, "lease": str(r.lease)} for r in runs])
+        rows = await self._all("unclaim_ticks", {"runs": document})
+        return [r["id"] for r in rows]
 
     async def seconds_until_due(self) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database

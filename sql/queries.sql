@@ -1,9 +1,11 @@
 -- pgsched's whole database protocol, one named query per block (`-- name: x`).
 -- `{schema}` is the quoted schema name. Status values are literals, never parameters, so the
 -- planner matches the partial indexes even for psycopg's prepared statements.
--- A claim writes started_at = clock_timestamp(), not now() (its transaction's start): the
+-- A claim returns claimed_at = clock_timestamp(), not now() (its transaction's start): the
 -- runner pairs it with its monotonic clock read just before sending the statement, and
--- reports when the callable really began from there, never earlier than it did.
+-- reports when the callable really began from there, never earlier than it did. started_at
+-- is a placeholder until the result is written: the claim time, or the tick of a run claimed
+-- ahead of its tick (`lookahead`).
 
 -- name: register_runner
 -- A runner announces itself; the id is unique per process start.
@@ -20,6 +22,11 @@ RETURNING id
 -- name: unregister_runner
 DELETE FROM {schema}.runners WHERE id = %(id)s
 
+-- name: clock
+-- The database clock, read in a round trip of its own right after a tick claim: a tick
+-- claimed ahead waits (tick - this) from the reply, so it never starts before its time.
+SELECT clock_timestamp() AS clock
+
 -- name: plan_by_index
 -- First statement of every claim and result transaction. Each of them walks an index: a
 -- claim, a partial index in its order, stopping after `limit` rows; a result write, the
@@ -33,15 +40,15 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
        set_config('enable_mergejoin', 'off', true)
 
 -- name: lock_due_jobs
--- Step 1 of a tick claim: lock due jobs (skipping those another runner holds) and read what
--- the planner needs. NO KEY UPDATE: it does not conflict with the KEY SHARE lock that every
+-- Step 1 of a tick claim: lock due jobs, and those due within `lookahead` seconds (skipping
+-- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not conflict with the KEY SHARE lock that every
 -- INSERT INTO runs takes on its job row through the foreign key.
 SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
        now() AS db_now
 FROM {schema}.jobs j
 WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
-  AND j.next_run_at <= now()
+  AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
 ORDER BY j.next_run_at
 LIMIT %(limit)s
 FOR NO KEY UPDATE OF j SKIP LOCKED
@@ -69,7 +76,7 @@ WITH advanced AS (
 INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_after, started_at,
                                finished_at, runner, lease, message)
 SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
-       CASE WHEN t.status = 'running' THEN clock_timestamp() END,
+       CASE WHEN t.status = 'running' THEN greatest(clock_timestamp(), t.tick) END,
        CASE WHEN t.status IN ('skipped', 'failed') THEN now() END,
        CASE WHEN t.status <> 'pending' THEN %(runner)s END,
        CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
@@ -78,7 +85,7 @@ FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, tick timestamptz, st
                                             message text)
 ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
 RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
-          r.started_at
+          r.started_at, clock_timestamp() AS claimed_at
 
 -- name: claim_pending
 -- A request claim, one statement (sent with BEGIN and COMMIT in one round trip): lock the
@@ -103,12 +110,12 @@ WITH locked AS (
     FROM locked l
     WHERE r.id = l.id AND l.overlap_allowed
     RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params,
-              r.lease, r.started_at
+              r.lease, r.started_at, clock_timestamp() AS claimed_at
 )
 SELECT * FROM started
 UNION ALL
 SELECT l.id, l.job_name, NULL::text, 'pending', NULL::timestamptz, NULL::int, NULL::jsonb,
-       NULL::uuid, NULL::timestamptz
+       NULL::uuid, NULL::timestamptz, NULL::timestamptz
 FROM locked l WHERE NOT l.overlap_allowed
 
 -- name: relock_pending
@@ -137,7 +144,8 @@ UPDATE {schema}.runs
 SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
     started_at = clock_timestamp()
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
+RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at,
+          clock_timestamp() AS claimed_at
 
 -- name: release_runs
 -- Prefetched runs this runner will not start after all (shutdown, or held too long behind
@@ -147,6 +155,23 @@ SET status = 'pending', runner = NULL, lease = NULL, started_at = NULL
 FROM unnest(%(ids)s::bigint[], %(leases)s::uuid[]) AS f(id, lease)
 WHERE r.id = f.id AND r.lease = f.lease AND r.status = 'running'
 RETURNING r.id
+
+-- name: unclaim_ticks
+-- Ticks claimed ahead that never started (their runner is shutting down): as if never
+-- claimed. The rows go, and each job's next_run_at moves back to its earliest such tick, so a
+-- live runner claims it at its time (the trigger on jobs wakes them), or the next one to start
+-- applies the misfire policy to it. Lease-checked like every write of a claimed run.
+WITH gone AS (
+    DELETE FROM {schema}.runs r
+    USING json_to_recordset(%(runs)s::json) AS f(id bigint, lease uuid)
+    WHERE r.id = f.id AND r.lease = f.lease AND r.status = 'running'
+    RETURNING r.id, r.job_name, r.scheduled_for
+), back AS (
+    UPDATE {schema}.jobs j SET next_run_at = least(j.next_run_at, g.tick)
+    FROM (SELECT job_name, min(scheduled_for) AS tick FROM gone GROUP BY job_name) g
+    WHERE j.name = g.job_name
+)
+SELECT id FROM gone
 
 -- name: notify_runners
 SELECT pg_notify({channel}, 'run')
@@ -325,7 +350,8 @@ RETURNING id
 -- `jobs run --inline`: recorded like any run, owned by the CLI process for its duration.
 INSERT INTO {schema}.runs (job_name, params, status, started_at, runner, lease)
 VALUES (%(name)s, %(params)s, 'running', clock_timestamp(), %(runner)s, gen_random_uuid())
-RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at
+RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at,
+          clock_timestamp() AS claimed_at
 
 -- name: get_run
 SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,

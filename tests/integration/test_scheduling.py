@@ -27,9 +27,12 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
     rows = query(
         dsn,
         """
-        SELECT job_name, scheduled_for, status, runner FROM pgsched.runs
+        SELECT job_name, scheduled_for, status, runner, started_at FROM pgsched.runs
         WHERE trigger = 'schedule' ORDER BY scheduled_for""",
     )
+    # Runners claim ticks up to `lookahead` (0.5 s) early, but never start one before its time.
+    early = [r for r in rows if r["started_at"] < r["scheduled_for"]]
+    assert not early, f"started before their tick: {early[:3]}"
     for job, step in [("tick-every-second", 1), ("tick-every-two", 2)]:
         ticks = [r["scheduled_for"] for r in rows if r["job_name"] == job]
         counts = Counter(ticks)

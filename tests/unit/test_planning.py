@@ -117,3 +117,26 @@ def test_misfire_once_over_the_cap_runs_the_latest_missed_tick() -> None:
     assert len(plan.ticks) == 5
     assert max(t.tick for t in ran) == T0 + timedelta(days=1)
     assert plan.next_run_at == T0 + timedelta(days=1, seconds=1)
+
+
+def test_tick_within_the_lookahead_is_claimed_to_start_at_its_time() -> None:
+    early = due(next_run_at=T0 + timedelta(seconds=1), db_now=T0 + timedelta(milliseconds=600))
+    [plan] = plan_claim([early], free=2, ahead=2)
+    assert [(t.tick, t.status) for t in plan.ticks] == [(early.next_run_at, "running")]
+    assert plan.next_run_at == early.next_run_at + timedelta(seconds=1)
+
+
+def test_tick_within_the_lookahead_is_left_alone_when_its_claim_must_decide() -> None:
+    """Busy or queued (the claim at its time decides skip or queue), or no room ahead."""
+    soon = T0 + timedelta(seconds=1)
+    assert plan_claim([due(next_run_at=soon, busy=True)], free=2, ahead=2) == []
+    assert plan_claim([due(next_run_at=soon, queued=True, overlap="queue")], 2, 2) == []
+    assert plan_claim([due(next_run_at=soon)], free=2, ahead=0) == []
+    allowed = plan_claim([due(next_run_at=soon, busy=True, overlap="allow")], free=2, ahead=2)
+    assert [t.status for t in allowed[0].ticks] == ["running"]
+
+
+def test_due_ticks_come_before_ticks_claimed_ahead() -> None:
+    now_due, later = due(name="a"), due(name="b", next_run_at=T0 + timedelta(seconds=1))
+    plans = plan_claim([now_due, later], free=1, ahead=1)
+    assert [p.job_name for p in plans] == ["a"]
