@@ -122,7 +122,9 @@ def _figures(dsn: str, committed: Any, count: int, done: bool) -> dict:
 def _ceiling_worker(dsn: str, batch: int, barrier: Any, counter: Any) -> None:
     # The plans pgsched's claims and result writes get (sql/queries.sql, plan_by_index): index
     # walks, not the sort of the whole backlog that stale statistics would otherwise pick.
-    options = "-c enable_sort=off -c enable_hashjoin=off -c enable_mergejoin=off"
+    options = (
+        "-c enable_sort=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_seqscan=off"
+    )
     with psycopg.connect(dsn, autocommit=True, options=options) as conn:
         runner = f"ceiling-{mp.current_process().pid}"
         barrier.wait()

@@ -269,6 +269,7 @@ class Store:
         if not runs:
             return []
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(self.q["plan_by_index"])
             cur = await conn.execute(
                 self.q["release_runs"],
                 {"ids": [r.id for r in runs], "leases": [r.lease for r in runs]},
@@ -282,8 +283,10 @@ class Store:
         if not runs:
             return []
         document = json.dumps([{"id": r.id, "lease": str(r.lease)} for r in runs])
-        rows = await self._all("unclaim_ticks", {"runs": document})
-        return [r["id"] for r in rows]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(self.q["plan_by_index"])
+            cur = await conn.execute(self.q["unclaim_ticks"], {"runs": document})
+            return [row[0] for row in await cur.fetchall()]
 
     async def seconds_until_due(self) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database
