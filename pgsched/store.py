@@ -291,9 +291,12 @@ class Store:
     async def seconds_until_due(self) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database
         clock; None where there is none."""
-        row = await self._one("seconds_until_due")
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(self.q["plan_by_index"])
+            cur = await conn.execute(self.q["seconds_until_due"])
+        row = await cur.fetchone()
         assert row is not None
-        return row["ticks"], row["pending"]
+        return row[0], row[1]
 
     async def finish(self, outcomes: Sequence[RunOutcome]) -> set[int]:
         """Write final states in one statement; returns the ids whose lease still held."""

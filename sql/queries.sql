@@ -64,13 +64,17 @@ FOR NO KEY UPDATE OF j SKIP LOCKED
 -- before they let go of those rows, so the overlap policy cannot race. `busy`: a run is
 -- running; `queued`: runs are waiting (new ticks line up behind them). One index probe per job
 -- (LATERAL ... LIMIT 1): as EXISTS, the planner hashed every pending run once per claim, so a
--- backlog of 100k requests made each tick claim read 100k index entries.
+-- backlog of 100k requests made each tick claim read 100k index entries. The ORDER BY (with
+-- sorts off) leaves only the per-job partial indexes: without it, LIMIT 1 let the planner walk
+-- all of runs_pending_idx for each job, betting on an early match.
 SELECT j.name, busy.yes IS NOT NULL AS busy, queued.yes IS NOT NULL AS queued
 FROM unnest(%(names)s::text[]) AS j(name)
 LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
-                   WHERE r.job_name = j.name AND r.status = 'running' LIMIT 1) busy ON true
+                   WHERE r.job_name = j.name AND r.status = 'running'
+                   ORDER BY r.job_name LIMIT 1) busy ON true
 LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
-                   WHERE r.job_name = j.name AND r.status = 'pending' LIMIT 1) queued ON true
+                   WHERE r.job_name = j.name AND r.status = 'pending'
+                   ORDER BY r.job_name LIMIT 1) queued ON true
 
 -- name: record_ticks
 -- Step 3, same transaction: advance next_run_at and write one row per tick (both lists as
@@ -186,12 +190,14 @@ SELECT pg_notify({channel}, 'run')
 
 -- name: seconds_until_due
 -- How long a runner may sleep, by the database clock: until the earliest due tick, and until
--- the earliest pending run (NULL: none). Both are index-only looks at the first entry.
-SELECT extract(epoch FROM (SELECT min(next_run_at) FROM {schema}.jobs
+-- the earliest pending run (NULL: none). Each is the first entry of a partial index (run with
+-- plan_by_index: a min() could otherwise be planned as a walk of a whole backlog).
+SELECT extract(epoch FROM (SELECT next_run_at FROM {schema}.jobs
                            WHERE enabled AND NOT paused AND NOT orphaned
-                             AND next_run_at IS NOT NULL) - clock_timestamp())::float8 AS ticks,
-       extract(epoch FROM (SELECT min(run_after) FROM {schema}.runs WHERE status = 'pending')
-                          - clock_timestamp())::float8 AS pending
+                             AND next_run_at IS NOT NULL
+                           ORDER BY next_run_at LIMIT 1) - clock_timestamp())::float8 AS ticks,
+       extract(epoch FROM (SELECT run_after FROM {schema}.runs WHERE status = 'pending'
+                           ORDER BY run_after LIMIT 1) - clock_timestamp())::float8 AS pending
 
 -- name: finish_runs
 -- One statement per flush for a batch of results, passed as one JSON array of objects:
