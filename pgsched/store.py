@@ -253,12 +253,9 @@ class Store:
 
     @staticmethod
     def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
-        def at(moment: datetime | None) -> str | None:
-            return None if moment is None else moment.isoformat()
-
-        jobs = [{"name": p.job_name, "next_run_at": at(p.next_run_at)} for p in plans]
+        jobs = [{"name": p.job_name, "next_run_at": _iso(p.next_run_at)} for p in plans]
         ticks = [
-            {"job_name": t.job_name, "tick": at(t.tick), "status": t.status, "message": t.message}
+            {"job_name": t.job_name, "tick": _iso(t.tick), "status": t.status, "message": t.message}
             for p in plans
             for t in p.ticks
         ]
@@ -409,6 +406,11 @@ class Store:
         return await self._all("recent_failures", {"limit": limit})
 
 
+def _iso(moment: datetime | None) -> str | None:
+    """Timestamps inside the JSON documents the store sends (json_to_recordset reads ISO)."""
+    return None if moment is None else moment.isoformat()
+
+
 def finish_params(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
     """finish_runs' one parameter: the batch as a JSON array (json.dumps runs in C)."""
     return {
@@ -418,8 +420,8 @@ def finish_params(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
                     "id": o.run_id,
                     "lease": str(o.lease),
                     "status": o.status,
-                    "started_at": o.started_at and o.started_at.isoformat(),
-                    "finished_at": o.finished_at and o.finished_at.isoformat(),
+                    "started_at": _iso(o.started_at),
+                    "finished_at": _iso(o.finished_at),
                     "message": o.message,
                     "error": o.error,
                     "stats": o.stats,
@@ -460,7 +462,7 @@ def _changed_definitions(
     """Rows to upsert: new, changed or orphaned definitions, each with the next_run_at it
     needs (None keeps the stored one: re-syncing never re-opens or skips a tick)."""
     changed = []
-    next_ticks: dict[tuple[str, str], str] = {}  # one computation per schedule and zone
+    next_ticks: dict[tuple[str, str], str | None] = {}  # one computation per schedule and zone
     for d in registry:
         row = _definition_row(d)
         old = existing.get(d.name)
@@ -485,7 +487,7 @@ def _changed_definitions(
             if key not in next_ticks:
                 cron = d.cron
                 assert cron is not None
-                next_ticks[key] = cron.next_after(db_now).isoformat()
+                next_ticks[key] = _iso(cron.next_after(db_now))
             row["next_run_at"] = next_ticks[key]
         changed.append(row)
     return changed
