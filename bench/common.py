@@ -329,4 +329,5 @@ def finish_params(claimed: list[tuple[Any, ...]]) -> dict[str, Any]:
     from pgsched.store import finish_params as encode
 
     started = [r for r in claimed if r[3] == "running"]  # not the ones left pending
-    return encode([RunOutcome(r[0], r[7], "succeeded", r[8], None) for r in started])
+    outcomes = [RunOutcome(r[0], r[7], "succeeded", r[8].timestamp(), None) for r in started]
+    return encode(outcomes)

@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from .context import Cancelled, JobContext
@@ -164,11 +163,12 @@ class Execution:
         )
         self._pools = pools
 
-    def _at(self, mono: float | None) -> datetime | None:
-        """A local monotonic instant on the database clock, anchored at the claim."""
+    def _at(self, mono: float | None) -> float | None:
+        """A local monotonic instant on the database clock (epoch seconds), anchored at the
+        claim."""
         if mono is None:
             return None
-        return self.claimed.claimed_at + timedelta(seconds=mono - self.claimed.claimed_mono)
+        return self.claimed.claimed_at + (mono - self.claimed.claimed_mono)
 
     def outcome(
         self,
@@ -234,7 +234,7 @@ class Execution:
     async def _call(self, executor: Executor | None) -> Any:
         assert self.definition is not None
         job = self.definition.job
-        if job.is_async:
+        if self.definition.is_async:
             await self._pools.open_async()
             return await _guard(job.execute(self.ctx))
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ import inspect
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -34,6 +35,11 @@ class JobDefinition:
     @property
     def name(self) -> str:
         return self.job.name
+
+    @cached_property
+    def is_async(self) -> bool:
+        """Asked for every run: inspect's answer costs more than a no-op run's bookkeeping."""
+        return self.job.is_async
 
     @property
     def cron(self) -> CronSchedule | None:

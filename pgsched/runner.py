@@ -194,7 +194,7 @@ class Runner:
         while not self._stopping.is_set():
             free = self._capacity()
             timeout: float | None = None  # full: a finished run wakes us
-            if free > 0 and len(self._results) < self.config.max_held_results:
+            if self._worth_claiming(free) and len(self._results) < self.config.max_held_results:
                 try:
                     timeout = await self._claim(free)
                     backoff.reset()
@@ -214,6 +214,15 @@ class Runner:
         held = len(self._active) + len(self._prefetched) + len(self._waiting)
         prefetch = self.config.prefetch if time.monotonic() >= self._no_prefetch_until else 0
         return self.config.concurrency + prefetch - held
+
+    def _worth_claiming(self, free: int) -> bool:
+        """Claim in batches, as db-scheduler's lower and upper fetch limits do: while claimed
+        runs still wait for a slot, the slots are busy anyway, and a claim for every place that
+        frees up would cost a transaction per run or two; wait until half the allowance is free.
+        With nothing queued here, any free slot is worth a claim."""
+        if not self._prefetched:
+            return free > 0
+        return 2 * free >= self.config.concurrency + self.config.prefetch
 
     def _ahead(self) -> int:
         """How many ticks this runner may claim before their time (they count as held)."""

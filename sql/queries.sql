@@ -10,7 +10,9 @@
 -- runner pairs it with its monotonic clock read just before sending the statement, and
 -- reports when the callable really began from there, never earlier than it did. started_at
 -- is a placeholder until the result is written: the claim time, or the tick of a run claimed
--- ahead of its tick (`lookahead`).
+-- ahead of its tick (`lookahead`). Claims return claimed_at as epoch seconds, the lease as
+-- text and params NULL when empty, and results send times as epoch seconds: per run, parsing
+-- and formatting timestamps, UUIDs and JSON cost the runner more than a no-op job.
 
 -- name: register_runner
 -- A runner announces itself; the id is unique per process start.
@@ -96,8 +98,9 @@ SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
 FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, tick timestamptz, status text,
                                             message text)
 ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
-RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params, r.lease,
-          r.started_at, clock_timestamp() AS claimed_at
+RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt,
+          NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
+          extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
 -- name: claim_pending
 -- A request claim, one statement (sent with BEGIN and COMMIT in one round trip): lock the
@@ -121,13 +124,14 @@ WITH locked AS (
         started_at = clock_timestamp()
     FROM locked l
     WHERE r.id = l.id AND l.overlap_allowed
-    RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt, r.params,
-              r.lease, r.started_at, clock_timestamp() AS claimed_at
+    RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt,
+              NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
+              extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 )
 SELECT * FROM started
 UNION ALL
 SELECT l.id, l.job_name, NULL::text, 'pending', NULL::timestamptz, NULL::int, NULL::jsonb,
-       NULL::uuid, NULL::timestamptz, NULL::timestamptz
+       NULL::text, NULL::timestamptz, NULL::float8
 FROM locked l WHERE NOT l.overlap_allowed
 
 -- name: relock_pending
@@ -156,8 +160,9 @@ UPDATE {schema}.runs
 SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
     started_at = clock_timestamp()
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at,
-          clock_timestamp() AS claimed_at
+RETURNING id, job_name, trigger, status, scheduled_for, attempt,
+          NULLIF(params, '{}') AS params, lease::text AS lease, started_at,
+          extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
 -- name: release_runs
 -- Prefetched runs this runner will not start after all (shutdown, or held too long behind
@@ -206,14 +211,14 @@ SELECT extract(epoch FROM (SELECT next_run_at FROM {schema}.jobs
 -- lease check means a runner that lost its lease (declared dead, or timed out) can never
 -- overwrite a final state already written.
 UPDATE {schema}.runs r
-SET status = f.status, started_at = coalesce(f.started_at, r.started_at),
-    finished_at = coalesce(f.finished_at, now()),
+SET status = f.status, started_at = coalesce(to_timestamp(f.started_at), r.started_at),
+    finished_at = coalesce(to_timestamp(f.finished_at), now()),
     message = CASE WHEN r.message IS NULL THEN f.message
                    WHEN f.message IS NULL THEN r.message
                    ELSE f.message || ' [' || r.message || ']' END,
     error = f.error, stats = f.stats, data = f.data, lease = NULL
 FROM json_to_recordset(%(results)s::json)
-     AS f(id bigint, lease uuid, status text, started_at timestamptz, finished_at timestamptz,
+     AS f(id bigint, lease uuid, status text, started_at float8, finished_at float8,
           message text, error jsonb, stats jsonb, data jsonb)
 WHERE r.id = f.id AND r.lease = f.lease AND (r.status = 'running') IS TRUE
 RETURNING r.id
@@ -364,8 +369,9 @@ RETURNING id
 -- `jobs run --inline`: recorded like any run, owned by the CLI process for its duration.
 INSERT INTO {schema}.runs (job_name, params, status, started_at, runner, lease)
 VALUES (%(name)s, %(params)s, 'running', clock_timestamp(), %(runner)s, gen_random_uuid())
-RETURNING id, job_name, trigger, status, scheduled_for, attempt, params, lease, started_at,
-          clock_timestamp() AS claimed_at
+RETURNING id, job_name, trigger, status, scheduled_for, attempt,
+          NULLIF(params, '{}') AS params, lease::text AS lease, started_at,
+          extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
 -- name: get_run
 SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
