@@ -236,18 +236,30 @@ class Store:
                 plans = plan_claim(due, free, ahead)
                 if not plans:
                     return []
+                sent = time.monotonic()
                 await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
-            rows = await cur.fetchall()  # COMMIT went out with the INSERT
-            # A clock reading of its own, one short round trip after the commit: ticks are due
-            # to the millisecond, and reported start times are only as tight as this window.
+            claimed = _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
+            if not any(
+                run.scheduled_for.timestamp() > run.claimed_at
+                for run in claimed
+                if run.scheduled_for
+            ):
+                return claimed  # all due: they start now, anchored at the INSERT's clock
+            # Ticks claimed ahead: a clock reading of its own, one short round trip after the
+            # commit, since they are due to the millisecond and may not start a moment early.
             sent = time.monotonic()
             row = await (await conn.execute(self.q["clock"])).fetchone()
             received = time.monotonic()
         assert row is not None
         clock: datetime = row[0]
         return [
-            replace(run, claimed_at=clock.timestamp(), start_mono=_due_mono(run, clock, received))
-            for run in _claimed(rows, sent)
+            replace(
+                run,
+                claimed_at=clock.timestamp(),
+                claimed_mono=sent,
+                start_mono=_due_mono(run, clock, received),
+            )
+            for run in claimed
         ]
 
     @staticmethod
