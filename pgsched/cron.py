@@ -48,6 +48,7 @@ _FIELDS = (
 )
 # croniter's hash/random syntax ("H", "R/5") would give each process a different schedule.
 _HASH_RE = re.compile(r"^[hr](\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
+_HASH_LETTER = re.compile(r"[hr]", re.IGNORECASE)
 _US = timedelta(microseconds=1)
 _PROBE_STEP = timedelta(hours=6)  # no zone has two transitions this close together
 _FIXED_ZONE_RE = re.compile(r"^(UTC|UCT|GMT|Zulu|Universal|Greenwich|Etc/.+)$")
@@ -168,9 +169,10 @@ def _normalise(expression: str) -> str:
         fields.insert(0, "0")
     elif len(fields) != 6:
         raise ValueError(f"it has {len(fields)} fields")
-    for (name, _), value in zip(_FIELDS, fields, strict=True):
-        if any(_HASH_RE.match(part) for part in value.split(",")):
-            raise ValueError(f"{name} {value!r}: hashed/random (H, R) values are not supported")
+    if _HASH_LETTER.search(text):  # rare: only then look at each field
+        for (name, _), value in zip(_FIELDS, fields, strict=True):
+            if any(_HASH_RE.match(part) for part in value.split(",")):
+                raise ValueError(f"{name} {value!r}: hashed/random (H, R) values are not supported")
     return " ".join(fields)
 
 
@@ -212,6 +214,28 @@ def _plainly_valid(normalised: str) -> bool:
 def check_schedule(expression: str, timezone: str = "UTC", *, job: str | None = None) -> None:
     """Validate like `parse_schedule`, without building croniter's iterator when the
     expression is plainly valid."""
+    if (
+        isinstance(expression, str)
+        and isinstance(timezone, str)
+        and _known_valid(expression, timezone)
+    ):
+        return
+    _check_schedule(expression, timezone, job)
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_valid(expression: str, timezone: str) -> bool:
+    """A definition's schedule is checked with its code settings and again with the profile's
+    overrides; jobs often share schedules. Remember the good ones (errors are rebuilt with
+    the job's name)."""
+    try:
+        _check_schedule(expression, timezone, None)
+    except CronError:
+        return False
+    return True
+
+
+def _check_schedule(expression: str, timezone: str, job: str | None) -> None:
     if not isinstance(expression, str):
         raise _fail(str(expression), "a schedule must be a string", job)
     get_zone(timezone, job=job)

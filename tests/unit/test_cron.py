@@ -304,3 +304,22 @@ def test_check_schedule_fails_like_parse_schedule(expression: str) -> None:
 def test_check_schedule_names_an_unknown_timezone() -> None:
     with pytest.raises(CronError, match="job 'nightly': unknown timezone 'Europe/Berln'"):
         check_schedule("0 * * * * *", "Europe/Berln", job="nightly")
+
+
+def test_check_schedule_remembers_only_good_schedules() -> None:
+    """Checks are cached per (expression, zone); a bad one must fail every time, each time
+    naming the job that asked."""
+    check_schedule("0 */15 * * * *", "UTC", job="first")
+    check_schedule("0 */15 * * * *", "UTC", job="second")  # cached: still fine
+    for job in ("first", "second"):
+        with pytest.raises(CronError, match=f"job '{job}'.*61"):
+            check_schedule("61 * * * * *", "UTC", job=job)
+    with pytest.raises(CronError, match="unknown timezone 'Mars/Base'"):
+        check_schedule("0 */15 * * * *", "Mars/Base", job="third")  # same expression, bad zone
+
+
+@pytest.mark.parametrize("expression", ["0 0 * * * *", "0 0 12 * * MON-FRI", "0 30 9 * JAN-MAR *"])
+def test_hash_letters_in_names_are_not_hashed_values(expression: str) -> None:
+    """The H/R pre-filter only decides whether to look closer: names with H or R still pass."""
+    check_schedule(expression, job="names")
+    assert parse_schedule(expression).next_after(datetime(2026, 1, 1, tzinfo=UTC))
