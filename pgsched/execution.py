@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .context import Cancelled, JobContext
-from .logs import get_logger
+from .logs import LazyLogger
 from .registry import JobDefinition
 from .result import coerce_result
 from .store import ClaimedRun, RunOutcome
@@ -147,7 +147,7 @@ class Execution:
         self.claimed = claimed
         self.definition = definition
         self.started_mono: float | None = None
-        self.log = get_logger(
+        self.log = LazyLogger(
             runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt
         )
         self.ctx = JobContext(

@@ -38,3 +38,19 @@ _BASE: Any = structlog.get_logger("pgsched")  # resolved once: binding per run s
 
 def get_logger(**bound: Any) -> Any:
     return _BASE.bind(**bound)
+
+
+class LazyLogger:
+    """Bound on first use: most runs never log, and binding a structlog logger costs more than
+    the rest of a no-op run's bookkeeping."""
+
+    __slots__ = ("_bound", "_logger")
+
+    def __init__(self, **bound: Any) -> None:
+        self._bound = bound
+        self._logger: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._logger is None:
+            self._logger = get_logger(**self._bound)
+        return getattr(self._logger, name)
