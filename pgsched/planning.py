@@ -141,15 +141,18 @@ def plan_ahead(due: DueJob) -> JobPlan | None:
 
 
 def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPlan]:
-    """Plans for the locked jobs. `free`: runs this runner may take on; `ahead`: how many of
-    them may be ticks that are not due yet (the others are left alone)."""
+    """Plans for the locked jobs. `free`: due runs this runner may take on; `ahead`: how many
+    ticks that are not due yet it may claim besides (to start at their time). Jobs beyond
+    either are left alone, for a claim with room."""
     plans: list[JobPlan] = []
     for due in due_jobs:
         try:
             if due.next_run_at > due.db_now:
-                if ahead > 0 and free > 0 and (early := plan_ahead(due)) is not None:
+                if ahead > 0 and (early := plan_ahead(due)) is not None:
                     plans.append(early)
-                    ahead, free = ahead - 1, free - 1
+                    ahead -= 1
+                continue
+            if free <= 0:
                 continue
             plan, free = plan_job(due, free)
         except CronError as exc:

@@ -225,8 +225,15 @@ class Runner:
         return 2 * free >= self.config.concurrency + self.config.prefetch
 
     def _ahead(self) -> int:
-        """How many ticks this runner may claim before their time (they count as held)."""
-        return max(0, self._capacity()) if self.config.lookahead else 0
+        """How many ticks this runner may claim before their time, to start them then: up to
+        twice its allowance held in all (the claim also keeps it to its fair share of the
+        ticks due then). Many jobs often share a second, and a tick claimed at its time
+        starts a claim round later (bench/: p99 28 ms instead of 12 for 100 jobs, 3 runners
+        of 10 slots)."""
+        if not self.config.lookahead:
+            return 0
+        held = len(self._active) + len(self._prefetched) + len(self._waiting)
+        return max(0, 2 * (self.config.concurrency + self.config.prefetch) - held)
 
     async def _claim(self, free: int) -> float | None:
         """Claim up to `free` runs and start what the slots allow; return how long to wait
@@ -236,7 +243,7 @@ class Runner:
         if now >= min(self._ticks_due_at, self._ticks_checked_at + self.config.poll_interval):
             self._ticks_checked_at = now  # the safety net also covers a missed NOTIFY
             ticks = await self.store.claim_ticks(
-                self.id, free, self._ahead(), self.config.lookahead
+                self.id, free, self._ahead(), self.config.lookahead, self.config.lease_timeout
             )
             claimed += self._start_all(ticks)
         if len(claimed) < free:  # started already: a failure here cannot strand the ticks
@@ -246,7 +253,7 @@ class Runner:
                 claimed += self._start_all(
                     await self.store.start_exclusive(self.id, pending.exclusive)
                 )
-        if len(claimed) == free:
+        if len(claimed) >= free:  # more with ticks claimed ahead
             return None
         if claimed:
             return 0.0  # there may be more: look again at once

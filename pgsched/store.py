@@ -209,22 +209,37 @@ class Store:
             return _claimed(await cur.fetchall(), sent)
 
     async def claim_ticks(
-        self, runner_id: str, free: int, ahead: int = 0, lookahead: float = 0.0
+        self,
+        runner_id: str,
+        free: int,
+        ahead: int = 0,
+        lookahead: float = 0.0,
+        lease_timeout: float = 15.0,
     ) -> list[ClaimedRun]:
         """Claim due scheduled ticks: one short transaction that locks the due jobs, records
         every tick's fate and advances next_run_at. No user code runs while it holds locks.
 
-        With `ahead` slots, ticks due within `lookahead` seconds are claimed too, so that the
-        runner can start them on time instead of beginning the claim at their time."""
+        With `ahead` > 0, ticks due within `lookahead` seconds are claimed too (at most
+        `ahead`, and this runner's fair share of them among the runners alive within
+        `lease_timeout`), so that the runner can start them on time instead of beginning the
+        claim at their time."""
         async with self.pool.connection() as conn:
             async with conn.pipeline(), conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 cur = conn.cursor(row_factory=dict_row)
-                lookahead = lookahead if ahead else 0.0
-                await cur.execute(self.q["lock_due_jobs"], {"limit": free, "lookahead": lookahead})
+                params = {
+                    "limit": free,
+                    "ahead": ahead,
+                    "lookahead": lookahead if ahead else 0.0,
+                    "lease_timeout": lease_timeout,
+                }
+                await cur.execute(self.q["lock_due_jobs"], params)
                 locked = await cur.fetchall()
                 if not locked:
                     return []
+                for job_row in locked:  # the same on every row
+                    share = job_row.pop("ahead_share")
+                ahead = min(ahead, share)
                 await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
                 activity = {r["name"]: r for r in await cur.fetchall()}
                 due = [

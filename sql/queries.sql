@@ -49,16 +49,28 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 
 -- name: lock_due_jobs
 -- Step 1 of a tick claim: lock due jobs, and those due within `lookahead` seconds (skipping
--- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not conflict with the KEY SHARE lock that every
--- INSERT INTO runs takes on its job row through the foreign key.
+-- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not
+-- conflict with the KEY SHARE lock that every INSERT INTO runs takes on its job row through
+-- the foreign key. Due jobs come first, up to `limit` (the runner's free room); then ticks
+-- due within the lookahead, up to `ahead` and to this runner's fair share of them: those due
+-- then, divided by the live runners. Runners that wake for the same second so split it.
+WITH share AS (
+    SELECT ceil(count(*)::numeric / greatest(1, (
+               SELECT count(*) FROM {schema}.runners
+               WHERE NOT stopping
+                 AND heartbeat_at > now() - make_interval(secs => %(lease_timeout)s))))::int AS n
+    FROM {schema}.jobs d
+    WHERE d.enabled AND NOT d.paused AND NOT d.orphaned AND d.next_run_at IS NOT NULL
+      AND d.next_run_at > now() AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+)
 SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
-       now() AS db_now
+       now() AS db_now, (SELECT n FROM share) AS ahead_share
 FROM {schema}.jobs j
 WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
   AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
 ORDER BY j.next_run_at
-LIMIT %(limit)s
+LIMIT %(limit)s + least(%(ahead)s, (SELECT n FROM share))
 FOR NO KEY UPDATE OF j SKIP LOCKED
 
 -- name: job_activity

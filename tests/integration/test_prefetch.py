@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,61 @@ def test_tick_claimed_ahead_starts_on_time_or_is_given_back_as_if_never_claimed(
             procs,
         )
     assert done[0]["started_at"] >= tick
+
+
+FAIR_SHARE = """  concurrency: 1
+  prefetch: 0
+  lookahead: 0.8
+scheduler:
+  jobs:
+    - job: tick-every-two
+      schedule: "* * * * * *"
+"""
+
+AHEAD_SQL = """SELECT scheduled_for, runner, count(*) AS n FROM pgsched.runs
+               WHERE trigger = 'schedule' AND created_at < scheduled_for AND scheduled_for > %s
+               GROUP BY scheduled_for, runner"""
+
+
+def test_ticks_claimed_ahead_beyond_the_slots_are_split_fairly_between_runners(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Two jobs share every second. One runner of one slot claims both ticks ahead (up to
+    twice its allowance); once two runners are alive, each claims at most its fair share, one
+    per second. Either way every tick runs once, none before its time."""
+    profile = write_profile(tmp_path, FAIR_SHARE)
+    with runners(dsn, tmp_path, profile=profile) as procs:
+        wait_registered(dsn, 1, procs)
+        since = query(dsn, "SELECT now() AS t")[0]["t"]
+        both = wait_until(
+            lambda: [r for r in query(dsn, AHEAD_SQL, (since,)) if r["n"] == 2],
+            30,
+            "one runner holding both ticks of a second, claimed ahead",
+            procs,
+        )
+        assert both
+    with runners(dsn, tmp_path, count=2, profile=profile) as procs:
+        wait_registered(dsn, 2, procs)
+        since = query(dsn, "SELECT now() + interval '2 seconds' AS t")[0]["t"]
+        wait_until(
+            lambda: len({r["runner"] for r in query(dsn, AHEAD_SQL, (since,))}) == 2 or None,
+            30,
+            "ticks claimed ahead by both runners",
+            procs,
+        )
+        time.sleep(3)  # a few more seconds, all of them past by `until`
+        until = query(dsn, "SELECT now() AS t")[0]["t"]
+        shares = [r for r in query(dsn, AHEAD_SQL, (since,)) if r["scheduled_for"] <= until]
+        assert shares and max(r["n"] for r in shares) == 1, shares
+        seconds = query(
+            dsn,
+            "SELECT s AS tick, (SELECT count(*) FROM pgsched.runs r WHERE r.trigger = 'schedule' "
+            "AND r.scheduled_for = s) AS n FROM generate_series(date_trunc('second', %s), %s, "
+            "interval '1 second') AS s",
+            (since, until - timedelta(seconds=1)),
+        )
+    assert seconds and all(s["n"] == 2 for s in seconds), seconds  # no tick lost
+    early = query(
+        dsn, "SELECT id FROM pgsched.runs WHERE trigger = 'schedule' AND started_at < scheduled_for"
+    )
+    assert early == []

@@ -55,9 +55,9 @@ def test_overlap_queue_waits_and_allow_runs_concurrently() -> None:
     assert [t.status for t in allowed.ticks] == ["running", "running"]
 
 
-def test_no_free_slot_leaves_the_tick_pending_for_any_runner() -> None:
+def test_no_free_slot_leaves_a_due_job_for_a_claim_with_room() -> None:
     plans = plan_claim([due(name="a"), due(name="b")], free=1)
-    assert [t.status for p in plans for t in p.ticks] == ["running", "pending"]
+    assert [(p.job_name, [t.status for t in p.ticks]) for p in plans] == [("a", ["running"])]
 
 
 def late(policy: str) -> DueJob:
@@ -136,7 +136,11 @@ def test_tick_within_the_lookahead_is_left_alone_when_its_claim_must_decide() ->
     assert [t.status for t in allowed[0].ticks] == ["running"]
 
 
-def test_due_ticks_come_before_ticks_claimed_ahead() -> None:
+def test_ticks_claimed_ahead_have_an_allowance_of_their_own() -> None:
+    """Due ticks take the free slots; ticks not due yet the `ahead` allowance."""
     now_due, later = due(name="a"), due(name="b", next_run_at=T0 + timedelta(seconds=1))
-    plans = plan_claim([now_due, later], free=1, ahead=1)
-    assert [p.job_name for p in plans] == ["a"]
+    later_too = due(name="c", next_run_at=T0 + timedelta(seconds=1))
+    assert [p.job_name for p in plan_claim([now_due, later], free=1, ahead=1)] == ["a", "b"]
+    assert [p.job_name for p in plan_claim([now_due, later], free=0, ahead=1)] == ["b"]
+    assert [p.job_name for p in plan_claim([now_due, later], free=1, ahead=0)] == ["a"]
+    assert [p.job_name for p in plan_claim([later, later_too], free=5, ahead=1)] == ["b"]
