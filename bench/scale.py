@@ -115,7 +115,13 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         conn.execute("INSERT INTO pgsched.runners (id, hostname, pid) VALUES ('explain', 'h', 1)")
         conn.execute(q["plan_by_index"])  # as every claim and result transaction starts
         params: dict[str, dict[str, Any]] = {
-            "lock_due_jobs": {"limit": 100, "lookahead": 0.5},
+            "lock_due_jobs": {
+                "runner": "explain",
+                "limit": 100,
+                "ahead": 0,
+                "lookahead": 0.5,
+                "lease_timeout": 15.0,
+            },
             "claim_pending": {"limit": 100, "runner": "explain"},
             "seconds_until_due": {},
             "reap_lost_runners": {"lease_timeout": 15.0},
@@ -128,7 +134,10 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         locked = cur.execute(q["lock_due_jobs"], params["lock_due_jobs"]).fetchall()
         names = {"names": [r["name"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
-        due = [DueJob(**r, busy=False) for r in locked]
+        due = [
+            DueJob(**{k: v for k, v in r.items() if k != "ahead_share"}, busy=False)
+            for r in locked
+        ]
         ticks = Store._tick_params("explain", plan_claim(due, 100))
         out["record_ticks"] = _explain(conn, "record_ticks", q["record_ticks"], ticks)
         conn.execute("ROLLBACK TO SAVEPOINT t")

@@ -228,6 +228,7 @@ class Store:
                 await conn.execute(self.q["plan_by_index"])
                 cur = conn.cursor(row_factory=dict_row)
                 params = {
+                    "runner": runner_id,
                     "limit": free,
                     "ahead": ahead,
                     "lookahead": lookahead if ahead else 0.0,

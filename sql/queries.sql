@@ -52,16 +52,25 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not
 -- conflict with the KEY SHARE lock that every INSERT INTO runs takes on its job row through
 -- the foreign key. Due jobs come first, up to `limit` (the runner's free room); then ticks
--- due within the lookahead, up to `ahead` and to this runner's fair share of them: those due
--- then, divided by the live runners. Runners that wake for the same second so split it.
-WITH share AS (
-    SELECT ceil(count(*)::numeric / greatest(1, (
-               SELECT count(*) FROM {schema}.runners
-               WHERE NOT stopping
-                 AND heartbeat_at > now() - make_interval(secs => %(lease_timeout)s))))::int AS n
-    FROM {schema}.jobs d
-    WHERE d.enabled AND NOT d.paused AND NOT d.orphaned AND d.next_run_at IS NOT NULL
-      AND d.next_run_at > now() AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+-- due within the lookahead, up to `ahead` and to this runner's fair share of them: all those
+-- ticks, claimed ahead already or not, divided by the live runners, less those this runner
+-- holds. Runners that wake for the same second so split it, whichever commits first.
+WITH ahead_ticks AS (
+    SELECT count(*) AS claimed, count(*) FILTER (WHERE r.runner = %(runner)s) AS mine
+    FROM {schema}.runs r
+    WHERE r.status = 'running' AND r.trigger = 'schedule' AND r.scheduled_for > now()
+      AND r.scheduled_for <= now() + make_interval(secs => %(lookahead)s)
+), share AS (
+    SELECT greatest(0, ceil((a.claimed + (
+               SELECT count(*) FROM {schema}.jobs d
+               WHERE d.enabled AND NOT d.paused AND NOT d.orphaned AND d.next_run_at IS NOT NULL
+                 AND d.next_run_at > now()
+                 AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)))::numeric
+               / greatest(1, (SELECT count(*) FROM {schema}.runners
+                              WHERE NOT stopping AND heartbeat_at > now()
+                                    - make_interval(secs => %(lease_timeout)s))))
+               - a.mine)::int AS n
+    FROM ahead_ticks a
 )
 SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
