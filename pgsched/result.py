@@ -44,12 +44,15 @@ class JobResult:
         return {"processed": self.processed or 0, "failed": self.failed or 0}
 
 
+_PLAIN_SUCCESS = JobResult()  # immutable: shared by every run that returns None
+
+
 def coerce_result(value: object, job_name: str) -> JobResult:
     """Accept what the contract allows a job to return; anything else fails the run."""
     if isinstance(value, JobResult):
         return value
     if value is None:
-        return JobResult.success()
+        return _PLAIN_SUCCESS
     if isinstance(value, str):
         return JobResult.success(value)
     return JobResult.failure(
