@@ -134,9 +134,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         locked = cur.execute(q["lock_due_jobs"], params["lock_due_jobs"]).fetchall()
         names = {"names": [r["name"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
-        due = [
-            DueJob(**{k: v for k, v in r.items() if k != "ahead_share"}, busy=False) for r in locked
-        ]
+        due = [DueJob(**r, busy=False) for r in locked]
         ticks = Store._tick_params("explain", plan_claim(due, 100))
         out["record_ticks"] = _explain(conn, "record_ticks", q["record_ticks"], ticks)
         conn.execute("ROLLBACK TO SAVEPOINT t")

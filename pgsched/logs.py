@@ -51,6 +51,8 @@ class LazyLogger:
         self._logger: Any = None
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # an unset slot, or copy/pickle probing before __init__
+            raise AttributeError(name)
         if self._logger is None:
             self._logger = get_logger(**self._bound)
         return getattr(self._logger, name)

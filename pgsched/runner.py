@@ -217,23 +217,28 @@ class Runner:
 
     def _worth_claiming(self, free: int) -> bool:
         """Claim in batches, as db-scheduler's lower and upper fetch limits do: while claimed
-        runs still wait for a slot, the slots are busy anyway, and a claim for every place that
-        frees up would cost a transaction per run or two; wait until half the allowance is free.
-        With nothing queued here, any free slot is worth a claim."""
-        if not self._prefetched:
-            return free > 0
-        return 2 * free >= self.config.concurrency + self.config.prefetch
+        runs wait here for a slot (every slot is busy then), claim again only once the queue
+        is down to half the prefetch allowance, not for every place that frees up (a
+        transaction per run or two during a drain). With nothing queued, any free slot is
+        worth a claim."""
+        if free <= 0:
+            return False
+        return not self._prefetched or 2 * free >= self.config.prefetch
 
     def _ahead(self) -> int:
         """How many ticks this runner may claim before their time, to start them then: up to
-        twice its allowance held in all (the claim also keeps it to its fair share of the
-        ticks due then). Many jobs often share a second, and a tick claimed at its time
-        starts a claim round late (bench/: p99 30.7 ms instead of 7.9 for 100 jobs, 3 runners
-        of 10 slots)."""
+        twice its allowance when its slots are idle, scaled down by the slots busy now (a
+        tick claimed ahead should find a slot at its time), less what already waits here;
+        the claim also keeps it to its fair share of the ticks due then. Many jobs often share
+        a second, and a tick claimed at its time starts a claim round late (bench/: p99 30.7
+        ms instead of 7.9 for 100 jobs, 3 runners of 10 slots)."""
         if not self.config.lookahead:
             return 0
-        held = len(self._active) + len(self._prefetched) + len(self._waiting)
-        return max(0, 2 * (self.config.concurrency + self.config.prefetch) - held)
+        concurrency = self.config.concurrency
+        idle = concurrency - len(self._active)
+        queued = len(self._prefetched) + len(self._waiting)
+        allowance = 2 * (concurrency + self.config.prefetch) * idle // concurrency
+        return max(0, allowance - queued)
 
     async def _claim(self, free: int) -> float | None:
         """Claim up to `free` runs and start what the slots allow; return how long to wait
@@ -308,23 +313,31 @@ class Runner:
         """Give back prefetched runs that waited longer than `older_than` seconds (all of them
         at shutdown), so a runner busy with slow runs does not sit on work others could do."""
         cutoff = time.monotonic() - older_than
-        stale: list[ClaimedRun] = []
-        while self._prefetched and self._prefetched[0].claimed_mono <= cutoff:
-            stale.append(self._prefetched.popleft())
-        if stale:
-            # Never put them back in the queue on failure: the release may have committed with
-            # its reply lost, and another runner may already be running them. If it did not
-            # commit, the stranded-run sweep ends them (failed, retried where allowed).
-            released = await self.store.release(stale)
-            self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
-            self.log.info("released prefetched runs", runs=released)
-        if not older_than and self._waiting:  # shutdown: ticks claimed ahead, as if never
+        ahead: list[ClaimedRun] = []
+        if not older_than:  # shutdown: ticks claimed ahead, before any await lets a timer fire
             ahead = [run for run, _ in self._waiting.values()]
             for _, timer in self._waiting.values():
                 timer.cancel()
             self._waiting.clear()
-            unclaimed = await self.store.unclaim_ticks(ahead)
-            self.log.info("gave back ticks claimed ahead", runs=unclaimed)
+        stale: list[ClaimedRun] = []
+        # Queued since its claim, or since its tick for a tick claimed ahead.
+        while (
+            self._prefetched
+            and max(self._prefetched[0].claimed_mono, self._prefetched[0].start_mono) <= cutoff
+        ):
+            stale.append(self._prefetched.popleft())
+        try:
+            if stale:
+                # Never put them back in the queue on failure: the release may have committed
+                # with its reply lost, and another runner may already be running them. If it
+                # did not commit, the stranded-run sweep ends them (failed, retried if allowed).
+                released = await self.store.release(stale)
+                self._no_prefetch_until = time.monotonic() + 5 * max(self.config.prefetch_hold, 1.0)
+                self.log.info("released prefetched runs", runs=released)
+        finally:
+            if ahead:  # given back as if never claimed
+                unclaimed = await self.store.unclaim_ticks(ahead)
+                self.log.info("gave back ticks claimed ahead", runs=unclaimed)
 
     async def _execute(self, execution: Execution) -> None:
         try:
@@ -475,6 +488,7 @@ class Runner:
         self._active.clear()
         self._prefetched.clear()
         self._waiting.clear()
+        self._wake.set()  # all slots free: nothing else may wake the claim loop (no LISTEN)
 
     async def _listen_loop(self) -> None:
         """LISTEN for new requests and schedule changes; after a reconnect, poll once, since

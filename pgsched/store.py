@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, Error, errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -43,12 +43,13 @@ class ClaimedRun:
     start_mono: float = 0.0  # a tick claimed ahead: time.monotonic() when it is due
 
 
-def _due_mono(run: ClaimedRun, clock: datetime, received: float) -> float:
+def _due_mono(run: ClaimedRun, clock: float, received: float) -> float:
     """When a tick claimed ahead of its time is due, on this process's monotonic clock: the
-    database clock was read before `received`, so this is never early."""
-    if run.scheduled_for is None or run.scheduled_for <= clock:
+    database clock (epoch seconds) was read before `received`, so this is never early."""
+    if run.scheduled_for is None:
         return 0.0
-    return received + (run.scheduled_for - clock).total_seconds()
+    wait = run.scheduled_for.timestamp() - clock
+    return received + wait if wait > 0 else 0.0
 
 
 @dataclass(slots=True)
@@ -240,9 +241,6 @@ class Store:
                 locked = await cur.fetchall()
                 if not locked:
                     return []
-                for job_row in locked:  # the same on every row
-                    share = job_row.pop("ahead_share")
-                ahead = min(ahead, share)
                 await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
                 activity = {r["name"]: r for r in await cur.fetchall()}
                 due = [
@@ -257,23 +255,28 @@ class Store:
                 sent = time.monotonic()
                 await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
             claimed = _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
-            if not any(
-                run.scheduled_for.timestamp() > run.claimed_at
-                for run in claimed
-                if run.scheduled_for
-            ):
+            inserted = time.monotonic()
+            if not any(_due_mono(run, run.claimed_at, inserted) for run in claimed):
                 return claimed  # all due: they start now, anchored at the INSERT's clock
             # Ticks claimed ahead: a clock reading of its own, one short round trip after the
             # commit, since they are due to the millisecond and may not start a moment early.
-            sent = time.monotonic()
-            row = await (await conn.execute(self.q["clock"])).fetchone()
-            received = time.monotonic()
+            try:
+                sent = time.monotonic()
+                row = await (await conn.execute(self.q["clock"])).fetchone()
+                received = time.monotonic()
+            except Error:
+                # Committed: never strand them for want of a tighter clock. The INSERT's own
+                # clock and its reply time make a looser anchor, late rather than early.
+                return [
+                    replace(run, start_mono=_due_mono(run, run.claimed_at, inserted))
+                    for run in claimed
+                ]
         assert row is not None
-        clock: datetime = row[0]
+        clock: float = row[0].timestamp()
         return [
             replace(
                 run,
-                claimed_at=clock.timestamp(),
+                claimed_at=clock,
                 claimed_mono=sent,
                 start_mono=_due_mono(run, clock, received),
             )

@@ -51,10 +51,11 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- Step 1 of a tick claim: lock due jobs, and those due within `lookahead` seconds (skipping
 -- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not
 -- conflict with the KEY SHARE lock that every INSERT INTO runs takes on its job row through
--- the foreign key. Due jobs come first, up to `limit` (the runner's free room); then ticks
--- due within the lookahead, up to `ahead` and to this runner's fair share of them: all those
--- ticks, claimed ahead already or not, divided by the live runners, less those this runner
--- holds. Runners that wake for the same second so split it, whichever commits first.
+-- the foreign key. Due jobs up to `limit` (the runner's free room); then ticks due within the
+-- lookahead, up to `ahead` and to this runner's fair share of them: all those ticks, claimed
+-- ahead already or not, divided by the live runners, less those this runner holds. Runners
+-- that wake for the same second so split it, whichever commits first. Two locking scans, so
+-- that no row is locked that the claim will not use (another runner would skip it).
 WITH ahead_ticks AS (
     SELECT count(*) AS claimed, count(*) FILTER (WHERE r.runner = %(runner)s) AS mine
     FROM {schema}.runs r
@@ -67,20 +68,33 @@ WITH ahead_ticks AS (
                  AND d.next_run_at > now()
                  AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)))::numeric
                / greatest(1, (SELECT count(*) FROM {schema}.runners
-                              WHERE NOT stopping AND heartbeat_at > now()
+                              WHERE NOT stopping AND concurrency > 0  -- not `jobs run --inline`
+                                AND heartbeat_at > now()
                                     - make_interval(secs => %(lease_timeout)s))))
                - a.mine)::int AS n
     FROM ahead_ticks a
+), due AS (
+    SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
+    FROM {schema}.jobs j
+    WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
+      AND j.next_run_at <= now()
+    ORDER BY j.next_run_at
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE OF j SKIP LOCKED
+), ahead AS (
+    SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
+    FROM {schema}.jobs j
+    WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
+      AND j.next_run_at > now() AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+    ORDER BY j.next_run_at
+    LIMIT least(%(ahead)s, (SELECT n FROM share))
+    FOR NO KEY UPDATE OF j SKIP LOCKED
 )
-SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
-       extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap,
-       now() AS db_now, (SELECT n FROM share) AS ahead_share
-FROM {schema}.jobs j
-WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
-  AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
-ORDER BY j.next_run_at
-LIMIT %(limit)s + least(%(ahead)s, (SELECT n FROM share))
-FOR NO KEY UPDATE OF j SKIP LOCKED
+SELECT *, now() AS db_now FROM due
+UNION ALL
+SELECT *, now() AS db_now FROM ahead
 
 -- name: job_activity
 -- Step 2, once the job rows are locked: a new statement sees what other runners committed
