@@ -256,7 +256,7 @@ class Store:
                 await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
             claimed = _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
             inserted = time.monotonic()
-            if not any(_due_mono(run, run.claimed_at, inserted) for run in claimed):
+            if all(_due_mono(run, run.claimed_at, inserted) == 0.0 for run in claimed):
                 return claimed  # all due: they start now, anchored at the INSERT's clock
             # Ticks claimed ahead: a clock reading of its own, one short round trip after the
             # commit, since they are due to the millisecond and may not start a moment early.
