@@ -10,8 +10,13 @@ from __future__ import annotations
 import bisect
 import difflib
 import functools
+import multiprocessing
+import os
 import re
 import threading
+from collections.abc import Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -20,7 +25,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from pgsched.errors import CronError
 
-__all__ = ["CronSchedule", "check_schedule", "get_zone", "parse_schedule"]
+__all__ = ["CronSchedule", "check_schedule", "get_zone", "next_ticks_after", "parse_schedule"]
 
 EXPECTED = (
     '6 fields, seconds first: "sec min hour day month weekday", '
@@ -391,3 +396,53 @@ def parse_schedule(
     if isinstance(compiled, str):
         raise _fail(expression, compiled, job)
     return CronSchedule(expression, timezone)
+
+
+Key = tuple[str, str]  # (expression, timezone)
+# Distinct schedules per extra process: below this, starting an interpreter (~0.1 s) costs more
+# than the ~100 µs per schedule it takes off this one.
+_PER_WORKER = 5000
+
+
+def next_ticks_after(keys: Collection[Key], after: datetime) -> dict[Key, datetime]:
+    """The first tick after `after` of each valid (expression, timezone); invalid ones are left
+    out, for the caller to report with the job's name.
+
+    croniter costs ~100 µs per distinct expression: 100,000 jobs each at its own second of the
+    day spend most of a first sync here, so large batches are split over the machine's cores
+    (spawned processes: forking a process with open connections and threads is not safe).
+    """
+    ordered = list(keys)
+    workers = min(_usable_cpus(), len(ordered) // _PER_WORKER)
+    if workers < 2:
+        return _next_ticks(ordered, after)
+    chunks = [ordered[i::workers] for i in range(workers)]
+    found: dict[Key, datetime] = {}
+    try:
+        with ProcessPoolExecutor(
+            workers - 1, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = [pool.submit(_next_ticks, chunk, after) for chunk in chunks[1:]]
+            found.update(_next_ticks(chunks[0], after))  # this process takes a share too
+            for future in futures:
+                found.update(future.result())
+    except (BrokenProcessPool, OSError):  # no processes allowed here: do it all in this one
+        return _next_ticks(ordered, after)
+    return found
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _next_ticks(keys: Sequence[Key], after: datetime) -> dict[Key, datetime]:
+    found = {}
+    for expression, timezone in keys:
+        try:
+            found[(expression, timezone)] = parse_schedule(expression, timezone).next_after(after)
+        except (CronError, CroniterError, ValueError):
+            continue
+    return found

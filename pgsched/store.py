@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from .cron import next_ticks_after
 from .errors import ConfigError, UnknownJobError
 from .planning import DueJob, JobPlan, plan_claim
 from .queries import DEFAULT_SCHEMA, named_queries
@@ -494,7 +495,7 @@ def _changed_definitions(
     """Rows to upsert: new, changed or orphaned definitions, each with the next_run_at it
     needs (None keeps the stored one: re-syncing never re-opens or skips a tick)."""
     changed = []
-    next_ticks: dict[tuple[str, str], str | None] = {}  # one computation per schedule and zone
+    resets: dict[tuple[str, str], list[tuple[Row, JobDefinition]]] = {}  # by schedule and zone
     for d in registry:
         row = _definition_row(d)
         old = existing.get(d.name)
@@ -515,13 +516,17 @@ def _changed_definitions(
         )
         row["next_run_at"] = None
         if reset:
-            key = (row["schedule"], row["timezone"])
-            if key not in next_ticks:
+            resets.setdefault((row["schedule"], row["timezone"]), []).append((row, d))
+        changed.append(row)
+    ticks = next_ticks_after(resets, db_now)  # one computation per schedule and zone
+    for key, rows in resets.items():
+        tick = ticks.get(key)
+        for row, d in rows:
+            if tick is None:  # not computable: raises naming the job
                 cron = d.cron
                 assert cron is not None
-                next_ticks[key] = _iso(cron.next_after(db_now))
-            row["next_run_at"] = next_ticks[key]
-        changed.append(row)
+                tick = cron.next_after(db_now)
+            row["next_run_at"] = _iso(tick)
     return changed
 
 

@@ -346,12 +346,12 @@ INSERT INTO {schema}.jobs AS j (name, extension, description, schedule, timezone
 SELECT d.name, d.extension, d.description, d.schedule, d.timezone, d.enabled,
        make_interval(secs => d.timeout), d.max_attempts, make_interval(secs => d.retry_backoff),
        d.overlap, d.misfire, make_interval(secs => d.misfire_grace), d.misfire_cap,
-       ARRAY(SELECT jsonb_array_elements_text(d.tags)), d.overrides, d.origin, d.next_run_at,
+       d.tags, d.overrides, d.origin, d.next_run_at,
        false, now()
 FROM json_to_recordset(%(jobs)s::json)
      AS d(name text, extension text, description text, schedule text, timezone text,
           enabled boolean, timeout float8, max_attempts int, retry_backoff float8, overlap text,
-          misfire text, misfire_grace float8, misfire_cap int, tags jsonb, overrides jsonb,
+          misfire text, misfire_grace float8, misfire_cap int, tags text[], overrides jsonb,
           origin text, next_run_at timestamptz)
 ON CONFLICT (name) DO UPDATE SET
     extension = EXCLUDED.extension, description = EXCLUDED.description,

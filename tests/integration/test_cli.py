@@ -30,6 +30,7 @@ scheduler:
     - extension: tests
       job: tick-every-second
       schedule: "0 */15 * * * *"
+      tags: [nightly, "eu west"]
     - job: tick-every-two
       enabled: false
 """)
@@ -42,10 +43,11 @@ scheduler:
     assert jobs["class-job"]["extension"] == "tests-class"
     row = query(
         dsn,
-        "SELECT schedule, overrides, next_run_at FROM pgsched.jobs "
+        "SELECT schedule, overrides, next_run_at, tags FROM pgsched.jobs "
         "WHERE name = 'tick-every-second'",
     )[0]
     assert row["schedule"] == "0 */15 * * * *"
+    assert row["tags"] == ["nightly", "eu west"]
     assert row["overrides"]["schedule"].startswith(f"{profile}:")
     assert row["next_run_at"].minute % 15 == 0 and row["next_run_at"].second == 0
 
@@ -60,7 +62,10 @@ def test_resync_writes_only_changed_definitions(dsn: str, tmp_path: Path) -> Non
     """An unchanged re-sync leaves every row as it was (no new row version: `xmin` stays);
     a changed override rewrites that row alone and keeps its next_run_at."""
     profile = tmp_path / "profile.yaml"
-    profile.write_text("scheduler:\n  jobs:\n    - job: tick-every-second\n      timeout: 30\n")
+    profile.write_text(
+        "scheduler:\n  jobs:\n    - job: tick-every-second\n      timeout: 30\n"
+        "      tags: [a, 'b c']\n"
+    )
     first = pgsched(*APP, "sync", dsn=dsn, profile=profile)
     assert first.returncode == 0, first.stderr
     versions = "SELECT name, xmin::text AS v, next_run_at, timeout FROM pgsched.jobs"

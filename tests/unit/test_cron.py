@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import itertools
 import random
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
+import pgsched.cron
 from pgsched.cron import (
     CronSchedule,
     _compile,
     _normalise,
     _plainly_valid,
     check_schedule,
+    next_ticks_after,
     parse_schedule,
 )
 from pgsched.errors import CronError
@@ -323,3 +327,37 @@ def test_hash_letters_in_names_are_not_hashed_values(expression: str) -> None:
     """The H/R pre-filter only decides whether to look closer: names with H or R still pass."""
     check_schedule(expression, job="names")
     assert parse_schedule(expression).next_after(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_next_ticks_of_many_schedules_split_over_processes_match_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first sync's batch goes to worker processes when it is large: same ticks, in every
+    zone, and a bad schedule is left out for the caller to report with its job's name."""
+    rng = random.Random(7)
+    zones = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
+    keys = {
+        (f"{rng.randrange(60)} {rng.randrange(60)} {rng.randrange(24)} * * *", rng.choice(zones))
+        for _ in range(300)
+    }
+    keys |= {("0 0 0 31 2 *", "UTC"), ("0 */15 * * * *", "Asia/Kolkata")}
+    after = utc(2027, 3, 27, 23, 59, 30)
+    monkeypatch.setattr(pgsched.cron, "_PER_WORKER", 50)
+    monkeypatch.setattr(pgsched.cron, "_usable_cpus", lambda: 3)
+    submitted: list[Future[dict[tuple[str, str], datetime]]] = []
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(super().submit(fn, *args, **kwargs))
+            return submitted[-1]
+
+    monkeypatch.setattr(pgsched.cron, "ProcessPoolExecutor", Recording)
+    split = next_ticks_after(keys, after)
+    assert len(submitted) == 2  # two workers besides this process, and both answered
+    assert all(f.exception() is None and len(f.result()) > 50 for f in submitted)
+    one_by_one = {
+        key: parse_schedule(*key).next_after(after) for key in keys if key[0] != "0 0 0 31 2 *"
+    }
+    assert split == one_by_one
+    assert len(split) == len(keys) - 1
+    assert split[("0 */15 * * * *", "Asia/Kolkata")] == utc(2027, 3, 28, 0, 0)
