@@ -18,10 +18,18 @@ BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 
 
+def _written(path: Path) -> float:
+    return path.stat().st_mtime  # results in the order they were measured
+
+
 def load(pattern: str) -> list[dict]:
     """The results matching `pattern`, or only those named on the command line."""
     chosen = [Path(a) for a in sys.argv[1:]]
-    paths = [p for p in chosen if p.match(pattern)] if chosen else sorted(OUT.glob(pattern))
+    paths = (
+        [p for p in chosen if p.match(pattern)]
+        if chosen
+        else sorted(OUT.glob(pattern), key=_written)
+    )
     return [json.loads(p.read_text()) for p in paths]
 
 
@@ -55,14 +63,16 @@ def fire_lag() -> None:
 
 def throughput() -> None:
     bars: list[tuple[str, float, str]] = []
-    for r in load("drain*.json"):
+    drains = load("drain*.json")
+    for n, r in enumerate(drains, 1):
+        run = f" (run {n})" if len(drains) > 1 else ""
         for key, v in r["results"].items():
             label = (
-                "raw SQL ceiling\n(4 procs)"
-                if key == "ceiling"
-                else f"pgsched\n{key[8:]} runner(s)"
+                "raw SQL ceiling, 4 procs" if key == "ceiling" else f"pgsched, {key[8:]} runner(s)"
             )
-            bars.append((label, v["runs_per_s"], "tab:grey" if key == "ceiling" else "tab:blue"))
+            bars.append(
+                (label + run, v["runs_per_s"], "tab:grey" if key == "ceiling" else "tab:blue")
+            )
     for r in load("peers*.json"):
         for system, v in r["results"].items():
             if system == "pgsched":
@@ -70,19 +80,22 @@ def throughput() -> None:
             for key, d in v.items():
                 if key.startswith("drain_"):
                     colour = "tab:orange" if system == "pgqueuer" else "tab:green"
-                    bars.append((f"{system}\n{d['workers']} worker(s)", d["runs_per_s"], colour))
+                    bars.append((f"{system}, {d['workers']} worker(s)", d["runs_per_s"], colour))
     if not bars:
         print("no drain/peers results; skipped throughput.png", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=100)
-    ax.bar(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
-    ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+    # Horizontal bars: one line per label however many results are plotted.
+    fig, ax = plt.subplots(figsize=(7.2, 0.8 + 0.3 * len(bars)), dpi=100)
+    ax.barh(range(len(bars)), [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+    ax.invert_yaxis()
     for i, b in enumerate(bars):
-        ax.text(i, b[1], f"{b[1]:,.0f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(25_000, color="red", linestyle="--", linewidth=1, label="target 25,000 runs/s")
-    ax.set_ylabel("runs/s (no-op, fsync on)")
-    ax.set_title("Drain throughput: 100,000 pending no-op requests (Procrastinate: 20,000)")
-    ax.legend(fontsize=7)
+        ax.text(b[1], i, f" {b[1]:,.0f}", ha="left", va="center", fontsize=7)
+    ax.axvline(25_000, color="red", linestyle="--", linewidth=1, label="target 25,000 runs/s")
+    ax.set_xlim(0, 1.15 * max(b[1] for b in bars))
+    ax.set_xlabel("runs/s (no-op, fsync on)")
+    ax.set_title("Drain: 100,000 pending no-op requests (Procrastinate: 20,000)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(BENCH / "throughput.png")
     print(f"wrote {BENCH / 'throughput.png'}")
