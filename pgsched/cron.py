@@ -426,7 +426,7 @@ def next_ticks_after(keys: Collection[Key], after: datetime) -> dict[Key, dateti
     """
     ordered = list(keys)
     workers = min(_usable_cpus(), _MAX_WORKERS, len(ordered) // _PER_WORKER)
-    if workers < 2:
+    if workers < 2 or getattr(sys, "frozen", False):  # frozen: sys.executable is the app
         return next_ticks_here(ordered, after)
     shares = [ordered[i::workers] for i in range(workers)]
     started: list[tuple[list[Key], subprocess.Popen[bytes] | None]] = []
