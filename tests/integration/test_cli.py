@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pgsched.queries import read_sql, render
 from tests.runners import pgsched, query, runners, wait_registered
 
 APP = ("--app", "tests.apps.basic:ext", "--app", "tests.apps.basic:ClassExtension")
@@ -18,6 +19,23 @@ def test_migrate_is_idempotent(empty_dsn: str) -> None:
     assert "migrated" in first.stdout
     second = pgsched("migrate", dsn=empty_dsn)
     assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_hot_tables_are_vacuumed_without_cost_delay_and_the_downgrade_resets_it(
+    empty_dsn: str,
+) -> None:
+    assert pgsched("migrate", dsn=empty_dsn).returncode == 0
+    options = (
+        "SELECT relname, reloptions FROM pg_class "
+        "WHERE oid IN ('pgsched.runs'::regclass, 'pgsched.jobs'::regclass) ORDER BY relname"
+    )
+    rows = query(empty_dsn, options)
+    assert [r["relname"] for r in rows] == ["jobs", "runs"]
+    assert all("autovacuum_vacuum_cost_delay=0" in r["reloptions"] for r in rows)
+    assert "fillfactor=90" in rows[1]["reloptions"]  # 0001's settings are kept
+    query(empty_dsn, render(read_sql("0002_vacuum_down.sql"), "pgsched"))
+    rows = query(empty_dsn, options)
+    assert not any("autovacuum_vacuum_cost_delay=0" in r["reloptions"] for r in rows)
 
 
 def test_profile_overrides_reach_the_database_and_pause_survives_resync(

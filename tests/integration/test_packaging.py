@@ -27,6 +27,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/sql/examples/did_it_run.sql",
         "pgsched/migrations/env.py",
         "pgsched/migrations/versions/0001_initial.py",
+        "pgsched/migrations/versions/0002_vacuum.py",
+        "pgsched/sql/0002_vacuum.sql",
+        "pgsched/sql/0002_vacuum_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"
