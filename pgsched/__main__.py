@@ -1,4 +1,4 @@
 from .cli import main
 
-if __name__ == "__main__":  # not when a spawned worker process imports it
+if __name__ == "__main__":
     main()

@@ -10,31 +10,17 @@ from __future__ import annotations
 import bisect
 import difflib
 import functools
-import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import threading
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from pgsched.errors import CronError
 
-__all__ = [
-    "CronSchedule",
-    "check_schedule",
-    "get_zone",
-    "next_ticks_after",
-    "next_ticks_here",
-    "parse_schedule",
-]
+__all__ = ["CronSchedule", "check_schedule", "get_zone", "parse_schedule"]
 
 EXPECTED = (
     '6 fields, seconds first: "sec min hour day month weekday", '
@@ -405,113 +391,3 @@ def parse_schedule(
     if isinstance(compiled, str):
         raise _fail(expression, compiled, job)
     return CronSchedule(expression, timezone)
-
-
-Key = tuple[str, str]  # (expression, timezone)
-# Distinct schedules per extra process: below this, starting an interpreter (~0.1 s) costs more
-# than the ~100 µs per schedule it takes off this one.
-_PER_WORKER = 5000
-_MAX_WORKERS = 8
-_WORKER_START_S = 30.0  # plus 2 ms per schedule (20 times the usual): a stuck worker is given up on
-
-
-def next_ticks_after(keys: Collection[Key], after: datetime) -> dict[Key, datetime]:
-    """The first tick after `after` of each valid (expression, timezone); invalid ones are left
-    out, for the caller to report with the job's name.
-
-    croniter costs ~100 µs per distinct expression: 100,000 jobs each at its own second of the
-    day spend most of a first sync here, so large batches are shared with worker processes,
-    one per usable core (this process takes a share too). A worker that cannot start, fails or
-    takes far too long is given up on and its share computed here.
-    """
-    ordered = list(keys)
-    workers = min(_usable_cpus(), _MAX_WORKERS, len(ordered) // _PER_WORKER)
-    if workers < 2 or getattr(sys, "frozen", False):  # frozen: sys.executable is the app
-        return next_ticks_here(ordered, after)
-    shares = [ordered[i::workers] for i in range(workers)]
-    started: list[tuple[list[Key], subprocess.Popen[bytes] | None]] = []
-    try:
-        started = [(share, _start_worker(share, after)) for share in shares[1:]]
-        found = next_ticks_here(shares[0], after)
-        for share, proc in started:
-            answer = _worker_answer(proc, len(share))
-            found.update(next_ticks_here(share, after) if answer is None else answer)
-        return found
-    finally:
-        for _, proc in started:  # interrupted, or given up on: leave no process behind
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def next_ticks_here(keys: Sequence[Key], after: datetime) -> dict[Key, datetime]:
-    """`next_ticks_after` in this process alone (and the worker's whole job)."""
-    found = {}
-    for expression, timezone in keys:
-        try:
-            found[(expression, timezone)] = parse_schedule(expression, timezone).next_after(after)
-        except (CronError, CroniterError, ValueError):
-            continue
-    return found
-
-
-def _start_worker(keys: list[Key], after: datetime) -> subprocess.Popen[bytes] | None:
-    package_root = str(
-        Path(__file__).resolve().parent.parent
-    )  # this very pgsched, installed or not
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-    }
-    try:
-        with tempfile.TemporaryFile() as job:
-            job.write(json.dumps({"after": after.isoformat(), "keys": keys}).encode())
-            job.seek(0)
-            return subprocess.Popen(
-                [sys.executable, "-m", "pgsched._tick_worker"],
-                stdin=job,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-    except OSError:  # no processes allowed here
-        return None
-
-
-def _worker_answer(proc: subprocess.Popen[bytes] | None, count: int) -> dict[Key, datetime] | None:
-    if proc is None:
-        return None
-    try:
-        out, _ = proc.communicate(timeout=_WORKER_START_S + 0.002 * count)
-    except subprocess.TimeoutExpired:
-        return None  # killed by the caller
-    if proc.returncode != 0:
-        return None
-    try:
-        return {(e, z): datetime.fromisoformat(tick) for e, z, tick in json.loads(out)}
-    except (ValueError, TypeError):
-        return None
-
-
-def _usable_cpus() -> int:
-    """Cores this process may use: its affinity, and a container's CPU quota (cgroup v2 or v1),
-    which the affinity does not show."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    for quota_file, period_file in _CGROUP_QUOTA_FILES:
-        try:
-            quota = Path(quota_file).read_text().split()
-            period = Path(period_file).read_text().split() if period_file else quota[1:]
-            if quota[0] not in ("max", "-1"):
-                return max(1, min(cpus, int(quota[0]) // int(period[0])))
-        except (OSError, ValueError, IndexError):
-            continue
-    return cpus
-
-
-_CGROUP_QUOTA_FILES = (
-    ("/sys/fs/cgroup/cpu.max", None),  # v2: "QUOTA PERIOD" or "max PERIOD"
-    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),  # v1
-)

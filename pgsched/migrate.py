@@ -44,6 +44,13 @@ def upgrade(dsn: str, schema: str = DEFAULT_SCHEMA) -> tuple[str | None, str]:
     return before, head_revision()
 
 
+def downgrade(dsn: str, revision: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """Step the schema back to `revision` ("base" removes everything pgsched created, history
+    included)."""
+    with as_file(files("pgsched.migrations")) as location, _engine(dsn).connect() as conn:
+        command.downgrade(_config(schema, conn, str(location)), revision)
+
+
 def head_revision() -> str:
     with as_file(files("pgsched.migrations")) as location:
         cfg = Config()

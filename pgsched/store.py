@@ -17,11 +17,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from .cron import next_ticks_after
 from .errors import ConfigError, UnknownJobError
 from .planning import DueJob, JobPlan, plan_claim
 from .queries import DEFAULT_SCHEMA, named_queries
 from .registry import JobDefinition, Registry
+from .ticks import next_ticks_after
 
 Row = dict[str, Any]
 

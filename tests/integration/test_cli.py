@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgsched.queries import read_sql, render
+from pgsched.migrate import current_revision, downgrade, head_revision
 from tests.runners import pgsched, query, runners, wait_registered
 
 APP = ("--app", "tests.apps.basic:ext", "--app", "tests.apps.basic:ClassExtension")
@@ -33,9 +33,14 @@ def test_hot_tables_are_vacuumed_without_cost_delay_and_the_downgrade_resets_it(
     assert [r["relname"] for r in rows] == ["jobs", "runs"]
     assert all("autovacuum_vacuum_cost_delay=0" in r["reloptions"] for r in rows)
     assert "fillfactor=90" in rows[1]["reloptions"]  # 0001's settings are kept
-    query(empty_dsn, render(read_sql("0002_vacuum_down.sql"), "pgsched"))
+
+    downgrade(empty_dsn, "0001")
+    assert current_revision(empty_dsn) == "0001"
     rows = query(empty_dsn, options)
     assert not any("autovacuum_vacuum_cost_delay=0" in r["reloptions"] for r in rows)
+    assert "fillfactor=90" in rows[1]["reloptions"]
+    again = pgsched("migrate", dsn=empty_dsn)
+    assert again.returncode == 0 and current_revision(empty_dsn) == head_revision() == "0002"
 
 
 def test_profile_overrides_reach_the_database_and_pause_survives_resync(

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import itertools
 import random
-import sys
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 
-import pgsched.cron
 from pgsched.cron import (
     CronSchedule,
     _compile,
     _normalise,
     _plainly_valid,
     check_schedule,
-    next_ticks_after,
-    next_ticks_here,
     parse_schedule,
 )
 from pgsched.errors import CronError
@@ -328,57 +323,3 @@ def test_hash_letters_in_names_are_not_hashed_values(expression: str) -> None:
     """The H/R pre-filter only decides whether to look closer: names with H or R still pass."""
     check_schedule(expression, job="names")
     assert parse_schedule(expression).next_after(datetime(2026, 1, 1, tzinfo=UTC))
-
-
-def _many_schedules() -> set[tuple[str, str]]:
-    rng = random.Random(7)
-    zones = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
-    keys = {
-        (f"{rng.randrange(60)} {rng.randrange(60)} {rng.randrange(24)} * * *", rng.choice(zones))
-        for _ in range(300)
-    }
-    return keys | {("0 0 0 31 2 *", "UTC"), ("0 */15 * * * *", "Asia/Kolkata")}
-
-
-def _split_in_three(monkeypatch: pytest.MonkeyPatch) -> list[dict[Any, datetime] | None]:
-    """Make next_ticks_after use two workers besides this process; returns their answers."""
-    monkeypatch.setattr(pgsched.cron, "_PER_WORKER", 50)
-    monkeypatch.setattr(pgsched.cron, "_usable_cpus", lambda: 3)
-    answers: list[dict[Any, datetime] | None] = []
-    answer = pgsched.cron._worker_answer
-
-    def recording(proc: Any, count: int) -> dict[Any, datetime] | None:
-        answers.append(answer(proc, count))
-        return answers[-1]
-
-    monkeypatch.setattr(pgsched.cron, "_worker_answer", recording)
-    return answers
-
-
-def test_next_ticks_of_many_schedules_split_over_processes_match_one_by_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The first sync's batch goes to worker processes when it is large: same ticks, in every
-    zone, and a bad schedule is left out for the caller to report with its job's name."""
-    keys = _many_schedules()
-    after = utc(2027, 3, 27, 23, 59, 30)
-    answers = _split_in_three(monkeypatch)
-    split = next_ticks_after(keys, after)
-    assert len(answers) == 2 and all(a is not None and len(a) > 50 for a in answers)
-    one_by_one = {
-        key: parse_schedule(*key).next_after(after) for key in keys if key[0] != "0 0 0 31 2 *"
-    }
-    assert split == one_by_one
-    assert len(split) == len(keys) - 1
-    assert split[("0 */15 * * * *", "Asia/Kolkata")] == utc(2027, 3, 28, 0, 0)
-
-
-def test_next_ticks_are_computed_here_when_workers_fail(monkeypatch: pytest.MonkeyPatch) -> None:
-    keys = _many_schedules()
-    after = utc(2027, 1, 1)
-    answers = _split_in_three(monkeypatch)
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, exits 1, answers nothing
-    assert next_ticks_after(keys, after) == next_ticks_here(list(keys), after)
-    assert answers == [None, None]
-    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # cannot even start
-    assert next_ticks_after(keys, after) == next_ticks_here(list(keys), after)
