@@ -258,6 +258,8 @@ class Runner:
                 claimed += self._start_all(
                     await self.store.start_exclusive(self.id, pending.exclusive)
                 )
+        if claimed:  # the wait for work locked elsewhere starts short again next time
+            self._idle.reset()
         if len(claimed) >= free:  # more with ticks claimed ahead
             return None
         if claimed:
