@@ -172,7 +172,10 @@ def _cgroup_cpu_quota() -> float | None:
         return None
     limits: list[float] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2: cpu.max is "QUOTA PERIOD" or "max PERIOD" at each level
             limits += _quotas(Path("/sys/fs/cgroup"), path, lambda d: _read(d / "cpu.max"))
         elif "cpu" in controllers.split(","):  # v1: cfs_quota_us is -1 when unlimited
