@@ -79,11 +79,12 @@ class _Worker:
         self.share = share
         self.proc: subprocess.Popen[bytes] | None = None
         self.problem = ""
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        with tempfile.TemporaryFile() as job:
-            job.write(json.dumps({"after": after.isoformat(), "keys": share}).encode())
-            job.seek(0)
-            try:
+        self._stderr: IO[bytes] | None = None
+        try:  # a full or read-only temp folder, or no process allowed: computed here instead
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            with tempfile.TemporaryFile() as job:
+                job.write(json.dumps({"after": after.isoformat(), "keys": share}).encode())
+                job.seek(0)
                 self.proc = subprocess.Popen(
                     [sys.executable, "-P", "-m", "pgsched.ticks"],  # -P: not the working dir's
                     stdin=job,
@@ -91,8 +92,8 @@ class _Worker:
                     stderr=self._stderr,
                     env=_worker_env(),
                 )
-            except OSError as exc:
-                self.problem = f"could not start {sys.executable}: {exc}"
+        except OSError as exc:
+            self.problem = f"could not start a worker ({sys.executable}): {exc}"
 
     def answer(self, deadline: float) -> dict[Key, datetime] | None:
         """Its ticks, or None (after a warning) when it has to be given up on."""
@@ -122,8 +123,10 @@ class _Worker:
         from .logs import get_logger  # only on this rare path
 
         self._stop()  # its stderr is complete once it has ended
-        self._stderr.seek(0)
-        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
         get_logger().warning(
             "tick worker failed; its share of the sync is computed in this process (slower)",
             problem=self.problem,
@@ -133,7 +136,8 @@ class _Worker:
 
     def close(self) -> None:
         self._stop()
-        self._stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
 
     def _stop(self) -> None:
         """Kill it unless it has ended and been reaped; reap it, close its pipe."""

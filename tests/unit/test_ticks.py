@@ -62,7 +62,7 @@ def test_schedules_split_over_worker_processes_get_the_ticks_computed_one_by_one
 
 @pytest.mark.parametrize(
     ("executable", "problem"),
-    [("/bin/false", "exit code 1"), ("/nonexistent/python", "could not start")],
+    [("/bin/false", "exit code 1"), ("/nonexistent/python", "could not start a worker")],
 )
 def test_a_failing_worker_is_given_up_on_with_a_warning_and_its_share_computed_here(
     monkeypatch: pytest.MonkeyPatch,
