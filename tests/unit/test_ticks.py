@@ -123,3 +123,16 @@ def test_cpu_quota_of_the_process_cgroup_caps_the_workers(
     assert pgsched.ticks._usable_cpus() == 1
     (cgroup / "app.slice" / "cpu.max").write_text("max 100000\n")
     assert pgsched.ticks._usable_cpus() == 4
+
+
+def test_no_temp_folder_for_the_workers_means_computing_here(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = _many_schedules()
+    after = datetime(2027, 1, 1, tzinfo=UTC)
+    answers = _split_in_three(monkeypatch)
+    monkeypatch.setattr(pgsched.ticks.tempfile, "tempdir", "/nonexistent/tmp")
+    assert next_ticks_after(keys, after) == next_ticks_here(keys, after)
+    assert answers == [None, None]
+    logged = capsys.readouterr()
+    assert (logged.out + logged.err).count("could not start a worker") == 2
