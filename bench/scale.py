@@ -40,7 +40,7 @@ from bench.common import (
 )
 from pgsched.planning import DueJob, plan_claim
 from pgsched.queries import named_queries
-from pgsched.store import Store
+from pgsched.store import Store, tick_params
 
 EVERY = "* * * * * *"
 
@@ -135,7 +135,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         names = {"names": [r["name"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
         due = [DueJob(**r, busy=False) for r in locked]
-        ticks = Store._tick_params("explain", plan_claim(due, 100))
+        ticks = tick_params("explain", plan_claim(due, 100))
         out["record_ticks"] = _explain(conn, "record_ticks", q["record_ticks"], ticks)
         conn.execute("ROLLBACK TO SAVEPOINT t")
         conn.execute("SAVEPOINT c")  # EXPLAIN ANALYZE runs the claim: undo it, then claim

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
-import os
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,14 +16,13 @@ import click
 
 from . import __version__
 from .embedded import embedded_dsn
-from .errors import ConfigError, PgschedError, UnknownJobError
-from .execution import Execution, UserPools
+from .errors import ConfigError, DatabaseError, PgschedError, UnknownJobError
 from .housekeeping import builtin_extension
 from .logs import configure_logging
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
-from .runner import RunnerConfig, keep_alive, run_runner
+from .runner import run_inline, run_runner
 from .store import Store
 
 T = TypeVar("T")
@@ -74,7 +72,7 @@ class App:
             store = self.store(max_size=2)
             try:
                 await store.open(wait=True, timeout=15)
-            except Exception as exc:
+            except DatabaseError as exc:
                 raise ConfigError(
                     f"cannot connect to the database at {_safe_dsn(self.dsn)} ({exc}); check "
                     "--dsn, PGSCHED_DATABASE_URL or database.url in the profile"
@@ -84,24 +82,7 @@ class App:
             finally:
                 await store.close()
 
-        return asyncio.run(_translate_db_errors(go(), self.profile.schema))
-
-
-async def _translate_db_errors(coro: Awaitable[T], schema: str) -> T:
-    import psycopg
-
-    try:
-        return await coro
-    except psycopg.errors.UndefinedTable as exc:
-        raise ConfigError(
-            f"the {schema} schema is missing or out of date ({exc.diag.message_primary}); "
-            "run `pgsched migrate` first"
-        ) from exc
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConfigError(
-            f"permission denied ({exc.diag.message_primary}); grant this role what it needs "
-            "with `pgsched grant runner|requester|reader ROLE` as the schema owner"
-        ) from exc
+        return asyncio.run(go())
 
 
 def _safe_dsn(dsn: str) -> str:
@@ -228,17 +209,13 @@ def runner(
         _upgrade(app)
     _sync(app)
     opts = app.profile.runner
-    config = RunnerConfig(
+    settings = dataclasses.replace(
+        opts,
         concurrency=concurrency or opts.concurrency,
         poll_interval=poll_interval or opts.poll_interval,
-        heartbeat_interval=opts.heartbeat_interval,
-        lease_timeout=opts.lease_timeout,
-        grace_period=opts.grace_period,
         listen=opts.listen and not no_listen,
-        prefetch=opts.prefetch if opts.prefetch is not None else (concurrency or opts.concurrency),
-        lookahead=opts.lookahead,
     )
-    code = run_runner(app.store(), app.registry, config)
+    code = run_runner(app.store(), app.registry, settings)
     sys.exit(code)
 
 
@@ -331,7 +308,9 @@ def jobs_run(
     app: App = ctx.obj
     values = _parse_params(params)
     if inline:
-        run = app.with_store(lambda s: _run_inline(app, s, name, values))
+        run_id = _run_inline(app, name, values)
+        run = app.with_store(lambda s: s.get_run(run_id))
+        assert run is not None
     else:
         run = app.with_store(lambda s: _request(app, s, name, values, wait))
     if _wants_json(ctx, as_json):
@@ -381,30 +360,14 @@ async def _request(
     return run
 
 
-async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    definition = app.registry.get(name)
-    if definition is None:
+def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
+    """Execute here, through the runner's own executor and result path."""
+    if app.registry.get(name) is None:
         raise UnknownJobError(
             f"unknown job '{name}': no loaded extension defines it; known jobs: "
             f"{', '.join(app.registry.names)}. Pass --app MODULE:ATTR or list it in the profile"
         )
-    runner_id = f"cli:{socket.gethostname()}:{os.getpid()}"
-    await store.register_runner(runner_id, socket.gethostname(), os.getpid(), 0, __version__)
-    pools = UserPools(store.dsn)
-    heartbeat = asyncio.create_task(
-        keep_alive(store, runner_id, app.profile.runner.heartbeat_interval)
-    )
-    try:
-        claimed = await store.insert_inline_run(name, params, runner_id)
-        outcome = await Execution(claimed, definition, pools, runner_id).run(None)
-        await store.finish([outcome])
-    finally:
-        heartbeat.cancel()
-        await pools.close()
-        await store.unregister_runner(runner_id)
-    run = await store.get_run(claimed.id)
-    assert run is not None
-    return run
+    return run_inline(app.store(), app.registry, app.profile.runner, name, params)
 
 
 @jobs.command("status")

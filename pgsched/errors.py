@@ -35,5 +35,29 @@ class UnknownJobError(ConfigError):
     """A job name that no definition and no row in pgsched.jobs carries."""
 
 
-class DatabaseUnavailableError(PgschedError):
-    """The database could not be reached; the message says which one and how to configure it."""
+class DatabaseError(PgschedError):
+    """The database did not do what the store asked; `sqlstate` says why when it answered.
+
+    The store raises this family instead of psycopg's, so nothing above it handles driver
+    classes (procrastinate's `wrap_exceptions` is the model)."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database could not be reached, or the connection broke: wait and try again."""
+
+
+class DatabaseRefusedError(DatabaseError):
+    """The database answered and refused the statement (bad data, a constraint): trying the
+    same again will not help."""
+
+
+class SchemaMissingError(DatabaseError, ConfigError):
+    """The pgsched schema is missing or older than this code: run `pgsched migrate`."""
+
+
+class PermissionDeniedError(DatabaseError, ConfigError):
+    """The database role may not do this; grant it with `pgsched grant KIND ROLE`."""

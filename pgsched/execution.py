@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import math
 import threading
 import time
 import traceback
@@ -28,7 +29,8 @@ MAX_DATA = 1_000_000
 
 
 class _UserBaseException(Exception):
-    """Carries SystemExit/KeyboardInterrupt out of user code without stopping the runner."""
+    """Carries a BaseException (SystemExit, KeyboardInterrupt, a job's own CancelledError or
+    BaseException subclass) out of user code as an ordinary failure of the run."""
 
 
 @dataclass
@@ -76,11 +78,18 @@ class UserPools:
             await pool.open()
         return pool
 
-    async def close(self) -> None:
+    async def close_async(self) -> None:
+        """On the loop the async jobs ran on: their pool belongs to it."""
         if self._async is not None:
             await self._async.close()
+
+    def close_sync(self) -> None:
         if self._sync is not None:
-            await asyncio.to_thread(self._sync.close)
+            self._sync.close()
+
+    async def close(self) -> None:
+        await self.close_async()
+        await asyncio.to_thread(self.close_sync)
 
 
 def _truncate(text: str | None, limit: int) -> str | None:
@@ -107,18 +116,39 @@ def _text(value: object) -> str | None:
 
 def _storable(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """What a job returns as data must never stop its result (or a batch) from being written:
-    non-JSON values become strings, NULs are escaped, and oversize documents are replaced."""
+    non-JSON values become strings, NaN and infinities the strings "NaN", "Infinity" and
+    "-Infinity" (JSON, and so jsonb, has no such numbers), NULs are escaped, and oversize
+    documents are replaced."""
     if value is None:
         return None
     try:
-        text = _clean(json.dumps(value, default=str, ensure_ascii=False))
+        try:
+            text = json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # a non-finite float somewhere: the rare path walks the document
+            text = json.dumps(_finite(value), default=str, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # non-str keys, cycles, bad __str__
         return {"unstorable": f"could not be stored as JSON: {exc!r}"[:MAX_MESSAGE]}
-    text = text.replace("\\u0000", "\\\\0")
+    text = _clean(text).replace("\\u0000", "\\\\0")
     if len(text) > MAX_DATA:
         return {"truncated": True, "size": len(text), "preview": text[:MAX_MESSAGE]}
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """`value` with every NaN or infinite float replaced by its JSON-less name."""
+    if depth > 200:
+        raise RecursionError("data nested more than 200 levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else _NON_FINITE[value]
+    if isinstance(value, Mapping):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, depth + 1) for v in value]
+    return value
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -162,6 +192,10 @@ class Execution:
             _apool_source=pools.async_pool,
         )
         self._pools = pools
+
+    @property
+    def name(self) -> str:
+        return self.claimed.job_name
 
     def _at(self, mono: float | None) -> float | None:
         """A local monotonic instant on the database clock (epoch seconds), anchored at the
@@ -215,7 +249,8 @@ class Execution:
             self.log.warning("run timed out", timeout=timeout)
             return self.outcome("failed", f"timed out after {timeout:g}s (timeout={timeout:g})")
         except asyncio.CancelledError:
-            self.ctx.cancel("runner shutting down")
+            if not self.ctx.cancelled:  # the canceller's own reason, if it gave one, stays
+                self.ctx.cancel("runner shutting down")
             raise
         except Cancelled as exc:
             return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
@@ -246,9 +281,19 @@ class Execution:
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:
+    """Every BaseException from job code is the job's failure, recorded as itself: a job's own
+    `CancelledError` too (one raised while nobody cancelled its task, which `cancelling()`
+    tells apart from the runner's cancel, a timeout's included)."""
     try:
         return await awaitable
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the runner's own cancel (timeout, shutdown, cancel request)
+        raise _UserBaseException(repr(exc)) from exc
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom ones
         raise _UserBaseException(repr(exc)) from exc
 
 
@@ -260,5 +305,7 @@ def _consume(future: asyncio.Future[Any]) -> None:
 def _guard_sync(call: Callable[..., Any], func: Callable[..., Any], ctx: JobContext) -> Any:
     try:
         return call(func, ctx)
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+    except Exception:
+        raise
+    except BaseException as exc:  # must not end the worker thread's future as a BaseException
         raise _UserBaseException(repr(exc)) from exc

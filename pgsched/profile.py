@@ -20,13 +20,19 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pgsched.cron import get_zone, parse_schedule
 from pgsched.errors import ConfigError, ProfileError
-from pgsched.settings import SETTING_NAMES, check_setting, parse_duration, suggest
+from pgsched.settings import (
+    SETTING_NAMES,
+    RunnerSettings,
+    check_setting,
+    parse_duration,
+    suggest,
+)
 
 __all__ = [
     "JobOverride",
     "Profile",
     "RetentionOptions",
-    "RunnerOptions",
+    "RunnerSettings",
     "load_profile",
     "profile_from_env",
 ]
@@ -46,18 +52,6 @@ class JobOverride:
 
 
 @dataclass(frozen=True)
-class RunnerOptions:
-    concurrency: int = 10
-    poll_interval: float = 5.0  # seconds; the safety net when no NOTIFY arrives
-    heartbeat_interval: float = 2.0
-    lease_timeout: float = 15.0  # a runner silent this long is dead
-    grace_period: float = 30.0  # how long shutdown waits for running jobs
-    listen: bool = True  # False = poll only (PgBouncer transaction pooling)
-    prefetch: int | None = None  # runs claimed ahead of free slots; None = concurrency
-    lookahead: float = 0.5  # seconds: claim ticks this early, start them at their time
-
-
-@dataclass(frozen=True)
 class RetentionOptions:
     keep_days: float = 14.0
     prune_schedule: str = "0 */10 * * * *"
@@ -72,7 +66,7 @@ class Profile:
     scheduler_enabled: bool = True
     timezone: str = "UTC"
     jobs: tuple[JobOverride, ...] = ()
-    runner: RunnerOptions = field(default_factory=RunnerOptions)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
     retention: RetentionOptions = field(default_factory=RetentionOptions)
 
 
@@ -80,7 +74,7 @@ _TOP_KEYS = frozenset({"database", "extensions", "scheduler", "runner", "retenti
 _DATABASE_KEYS = frozenset({"url", "schema"})
 _SCHEDULER_KEYS = frozenset({"enabled", "timezone", "jobs"})
 _JOB_KEYS = SETTING_NAMES | {"job", "extension"}
-_RUNNER_KEYS = frozenset(f.name for f in dataclasses.fields(RunnerOptions))
+_RUNNER_KEYS = frozenset(f.name for f in dataclasses.fields(RunnerSettings))
 _RETENTION_KEYS = frozenset(f.name for f in dataclasses.fields(RetentionOptions))
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -282,7 +276,7 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
         if "jobs" in sched:
             jobs = _read_jobs(r, sched["jobs"], timezone)
 
-    runner = RunnerOptions()
+    runner = RunnerSettings()
     if "runner" in top:
         runner = _read_runner(r, top["runner"])
     retention = RetentionOptions()
@@ -347,12 +341,12 @@ def _read_jobs(r: _Reader, node: Node, timezone: str) -> tuple[JobOverride, ...]
     return tuple(overrides)
 
 
-def _read_runner(r: _Reader, node: Node) -> RunnerOptions:
+def _read_runner(r: _Reader, node: Node) -> RunnerSettings:
     fields = r.mapping(node, "runner", _RUNNER_KEYS)
     values: dict[str, object] = {}
     for name, value_node in fields.items():
         entry = f"runner.{name}"
-        if name == "concurrency":
+        if name in ("concurrency", "max_held_results"):
             values[name] = int(r.number(value_node, entry, integer=True, minimum=1))
         elif name == "prefetch":
             values[name] = int(r.number(value_node, entry, integer=True, minimum=0))
@@ -362,7 +356,7 @@ def _read_runner(r: _Reader, node: Node) -> RunnerOptions:
             values[name] = r.duration(value_node, entry, zero_ok=True)
         else:
             values[name] = r.duration(value_node, entry)
-    options = dataclasses.replace(RunnerOptions(), **values)  # type: ignore[arg-type]
+    options = dataclasses.replace(RunnerSettings(), **values)  # type: ignore[arg-type]
     if options.lease_timeout <= options.heartbeat_interval:
         culprit = fields.get("lease_timeout") or fields.get("heartbeat_interval") or node
         raise r.error(

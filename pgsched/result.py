@@ -47,9 +47,20 @@ class JobResult:
 _PLAIN_SUCCESS = JobResult()  # immutable: shared by every run that returns None
 
 
+_OUTCOMES = ("succeeded", "failed")
+
+
 def coerce_result(value: object, job_name: str) -> JobResult:
-    """Accept what the contract allows a job to return; anything else fails the run."""
+    """Accept what the contract allows a job to return; anything else fails the run. A job
+    ends its run only as succeeded or failed: a JobResult built with another status
+    (`pending` would run it again, `running` leave it without an owner) fails it instead."""
     if isinstance(value, JobResult):
+        if value.status not in _OUTCOMES:
+            return JobResult.failure(
+                f"job '{job_name}' returned JobResult(status={value.status!r}); a job ends "
+                "its run only as 'succeeded' or 'failed': return JobResult.success() or "
+                "JobResult.failure(message)"
+            )
         return value
     if value is None:
         return _PLAIN_SUCCESS

@@ -171,3 +171,27 @@ def merge_settings(
         for name, value in overrides.items()
     }
     return dataclasses.replace(base, **values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How a runner paces itself: the profile's `runner:` section, the CLI's options and
+    `background_runner`'s keywords all fill this one object, so there is one set of
+    defaults."""
+
+    concurrency: int = 10  # runs at once in this process
+    poll_interval: float = 5.0  # seconds; the safety net when no NOTIFY arrives
+    heartbeat_interval: float = 2.0
+    lease_timeout: float = 15.0  # a runner silent this long is dead
+    grace_period: float = 30.0  # how long shutdown waits for running jobs
+    listen: bool = True  # False = poll only (PgBouncer transaction pooling)
+    prefetch: int | None = None  # runs claimed ahead of free slots; None = concurrency
+    lookahead: float = 0.5  # seconds: claim ticks this early, start them at their time
+    prefetch_hold: float = 1.0  # a prefetched run not started by then goes back to pending
+    block_warning: float = 1.0  # an async job blocking its event loop this long is named
+    flush_interval: float = 0.005  # results wait this long to be written in one batch
+    max_held_results: int = 100_000  # results kept while the database is away; then no claims
+
+    @property
+    def prefetch_runs(self) -> int:
+        return self.concurrency if self.prefetch is None else self.prefetch

@@ -7,23 +7,69 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, Error, errors
+import psycopg
+from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .errors import ConfigError, UnknownJobError
-from .planning import DueJob, JobPlan, plan_claim
-from .queries import DEFAULT_SCHEMA, named_queries
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseRefusedError,
+    DatabaseUnavailableError,
+    PermissionDeniedError,
+    SchemaMissingError,
+    UnknownJobError,
+)
+from .planning import DueJob, JobPlan
+from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
 from .ticks import next_ticks_after
 
 Row = dict[str, Any]
+
+# SQLSTATEs that mean the server went away or is not there (yet): a retry later may work.
+# https://www.postgresql.org/docs/current/errcodes-appendix.html (class 08, 57P01-57P03)
+_GONE = ("08", "57P01", "57P02", "57P03")
+
+
+def translate_error(exc: BaseException, schema: str) -> DatabaseError:
+    """A driver or pool error as pgsched's own, by meaning: the store is the only place
+    that knows psycopg's classes."""
+    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+        return DatabaseUnavailableError(f"database unavailable: {exc}")
+    assert isinstance(exc, psycopg.Error)
+    state = exc.sqlstate
+    primary = (exc.diag.message_primary if state else None) or str(exc).strip()
+    if (state is None and isinstance(exc, psycopg.OperationalError)) or (
+        state is not None and state.startswith(_GONE)
+    ):
+        return DatabaseUnavailableError(f"database unavailable: {primary}", sqlstate=state)
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return PermissionDeniedError(
+            f"permission denied ({primary}); grant this role what it needs with "
+            "`pgsched grant runner|requester|reader ROLE` as the schema owner",
+            sqlstate=state,
+        )
+    if isinstance(
+        exc,
+        errors.UndefinedTable
+        | errors.UndefinedColumn
+        | errors.UndefinedFunction
+        | errors.InvalidSchemaName,
+    ):
+        return SchemaMissingError(
+            f"the {schema} schema is missing or out of date ({primary}); run `pgsched migrate`",
+            sqlstate=state,
+        )
+    return DatabaseRefusedError(f"the database refused the statement: {primary}", sqlstate=state)
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and one of these
@@ -103,6 +149,85 @@ def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
     ]
 
 
+class TickClaim:
+    """Steps of one tick claim inside its transaction (see `Store.tick_claim`)."""
+
+    def __init__(self, conn: AsyncConnection[Any], q: dict[str, str], runner_id: str) -> None:
+        self._conn = conn
+        self._q = q
+        self._runner_id = runner_id
+        self._cur = conn.cursor(row_factory=dict_row)
+        self._sent = 0.0
+        self._recorded = False
+        self.claimed: list[ClaimedRun] = []
+
+    async def lock_due_jobs(
+        self, free: int, ahead: int, lookahead: float, lease_timeout: float
+    ) -> list[DueJob]:
+        """Lock due jobs (up to `free`) and those due within `lookahead` seconds (up to
+        `ahead` and this runner's fair share of them among the runners alive within
+        `lease_timeout`), with what the planner needs: running or queued runs of each,
+        read in a statement of its own once the rows are locked, so the overlap policy sees
+        what other runners committed before they let go of them."""
+        params = {
+            "runner": self._runner_id,
+            "limit": free,
+            "ahead": ahead,
+            "lookahead": lookahead if ahead else 0.0,
+            "lease_timeout": lease_timeout,
+        }
+        await self._cur.execute(self._q["lock_due_jobs"], params)
+        locked = await self._cur.fetchall()
+        if not locked:
+            return []
+        await self._cur.execute(self._q["job_activity"], {"names": [r["name"] for r in locked]})
+        activity = {r["name"]: r for r in await self._cur.fetchall()}
+        return [
+            DueJob(**r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"])
+            for r in locked
+        ]
+
+    async def record(self, plans: list[JobPlan]) -> None:
+        """Advance next_run_at and write every tick's row; sent, not waited for: its reply
+        comes with the COMMIT's."""
+        if not plans:
+            return
+        self._sent = time.monotonic()
+        await self._cur.execute(self._q["record_ticks"], tick_params(self._runner_id, plans))
+        self._recorded = True
+
+    async def _committed(self) -> None:
+        """After the COMMIT: the runs this runner now holds, each with when it is due."""
+        if not self._recorded:
+            return
+        claimed = _claimed(await self._cur.fetchall(), self._sent)
+        inserted = time.monotonic()
+        if all(_due_mono(run, run.claimed_at, inserted) == 0.0 for run in claimed):
+            self.claimed = claimed  # all due: they start now, anchored at the INSERT's clock
+            return
+        # Ticks claimed ahead: a clock reading of its own, one short round trip after the
+        # commit, since they are due to the millisecond and may not start a moment early.
+        try:
+            sent = time.monotonic()
+            row = await (await self._conn.execute(self._q["clock"])).fetchone()
+            received = time.monotonic()
+        except psycopg.Error:
+            # Committed: never strand them for want of a tighter clock. The INSERT's own
+            # clock and its reply time make a looser anchor, late rather than early.
+            self.claimed = [
+                replace(run, start_mono=_due_mono(run, run.claimed_at, inserted)) for run in claimed
+            ]
+            return
+        assert row is not None
+        clock: float = row[0].timestamp()
+        self.claimed = [
+            replace(
+                run, claimed_at=clock, claimed_mono=sent, start_mono=_due_mono(run, clock, received)
+            )
+            for run in claimed
+        ]
+
+
 class Store:
     """Async access to one pgsched schema through a connection pool."""
 
@@ -121,13 +246,25 @@ class Store:
         )
 
     async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
-        await self.pool.open(wait=wait, timeout=timeout)
+        try:
+            await self.pool.open(wait=wait, timeout=timeout)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate_error(exc, self.schema) from exc
 
     async def close(self) -> None:
         await self.pool.close()
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; whatever psycopg raises inside comes out as pgsched's own."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate_error(exc, self.schema) from exc
+
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q[name], params or {})
             return await cur.fetchall() if cur.description else []
@@ -175,7 +312,7 @@ class Store:
         Runs of jobs that allow overlap (a queue's usual case) start here, in one statement
         sent with BEGIN and COMMIT in one round trip, so the claim holds no lock while this
         process is busy. Runs of the other jobs are returned for `start_exclusive`."""
-        async with self.pool.connection() as conn, conn.pipeline():
+        async with self._connection() as conn, conn.pipeline():
             async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 cur = conn.cursor(row_factory=dict_row)
@@ -190,7 +327,7 @@ class Store:
     ) -> list[ClaimedRun]:
         """Start runs (id, job) of jobs that do not allow overlap, under their job rows' locks:
         at most one per job, and none while a run of the job is running."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q["relock_pending"], {"ids": [i for i, _ in pending]})
             still = {r["id"] for r in await cur.fetchall()}
@@ -212,93 +349,24 @@ class Store:
             await cur.execute(self.q["start_pending"], {"runner": runner_id, "ids": ids})
             return _claimed(await cur.fetchall(), sent)
 
-    async def claim_ticks(
-        self,
-        runner_id: str,
-        free: int,
-        ahead: int = 0,
-        lookahead: float = 0.0,
-        lease_timeout: float = 15.0,
-    ) -> list[ClaimedRun]:
-        """Claim due scheduled ticks: one short transaction that locks the due jobs, records
-        every tick's fate and advances next_run_at. No user code runs while it holds locks.
-
-        With `ahead` > 0, ticks due within `lookahead` seconds are claimed too (at most
-        `ahead`, and this runner's fair share of them among the runners alive within
-        `lease_timeout`), so that the runner can start them on time instead of beginning the
-        claim at their time."""
-        async with self.pool.connection() as conn:
-            async with conn.pipeline(), conn.transaction():
+    @asynccontextmanager
+    async def tick_claim(self, runner_id: str) -> AsyncIterator[TickClaim]:
+        """One tick claim's transaction, for `runner.claiming` to walk through: lock the due
+        jobs, plan their ticks (the caller, between the two statements), record them. The
+        commit goes out with the record; `TickClaim.claimed` holds the result after the
+        block."""
+        async with self._connection() as conn, conn.pipeline():
+            claim = TickClaim(conn, self.q, runner_id)
+            async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
-                cur = conn.cursor(row_factory=dict_row)
-                params = {
-                    "runner": runner_id,
-                    "limit": free,
-                    "ahead": ahead,
-                    "lookahead": lookahead if ahead else 0.0,
-                    "lease_timeout": lease_timeout,
-                }
-                await cur.execute(self.q["lock_due_jobs"], params)
-                locked = await cur.fetchall()
-                if not locked:
-                    return []
-                await cur.execute(self.q["job_activity"], {"names": [r["name"] for r in locked]})
-                activity = {r["name"]: r for r in await cur.fetchall()}
-                due = [
-                    DueJob(
-                        **r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"]
-                    )
-                    for r in locked
-                ]
-                plans = plan_claim(due, free, ahead)
-                if not plans:
-                    return []
-                sent = time.monotonic()
-                await cur.execute(self.q["record_ticks"], self._tick_params(runner_id, plans))
-            claimed = _claimed(await cur.fetchall(), sent)  # COMMIT went out with the INSERT
-            inserted = time.monotonic()
-            if all(_due_mono(run, run.claimed_at, inserted) == 0.0 for run in claimed):
-                return claimed  # all due: they start now, anchored at the INSERT's clock
-            # Ticks claimed ahead: a clock reading of its own, one short round trip after the
-            # commit, since they are due to the millisecond and may not start a moment early.
-            try:
-                sent = time.monotonic()
-                row = await (await conn.execute(self.q["clock"])).fetchone()
-                received = time.monotonic()
-            except Error:
-                # Committed: never strand them for want of a tighter clock. The INSERT's own
-                # clock and its reply time make a looser anchor, late rather than early.
-                return [
-                    replace(run, start_mono=_due_mono(run, run.claimed_at, inserted))
-                    for run in claimed
-                ]
-        assert row is not None
-        clock: float = row[0].timestamp()
-        return [
-            replace(
-                run,
-                claimed_at=clock,
-                claimed_mono=sent,
-                start_mono=_due_mono(run, clock, received),
-            )
-            for run in claimed
-        ]
-
-    @staticmethod
-    def _tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
-        jobs = [{"name": p.job_name, "next_run_at": _iso(p.next_run_at)} for p in plans]
-        ticks = [
-            {"job_name": t.job_name, "tick": _iso(t.tick), "status": t.status, "message": t.message}
-            for p in plans
-            for t in p.ticks
-        ]
-        return {"runner": runner_id, "jobs": json.dumps(jobs), "ticks": json.dumps(ticks)}
+                yield claim
+            await claim._committed()
 
     async def release(self, runs: Sequence[ClaimedRun]) -> list[int]:
         """Give prefetched, never started runs back to every runner (and wake them)."""
         if not runs:
             return []
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(self.q["plan_by_index"])
             cur = await conn.execute(
                 self.q["release_runs"],
@@ -313,7 +381,7 @@ class Store:
         if not runs:
             return []
         document = json.dumps([{"id": r.id, "lease": r.lease} for r in runs])
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(self.q["plan_by_index"])
             cur = await conn.execute(self.q["unclaim_ticks"], {"runs": document})
             return [row[0] for row in await cur.fetchall()]
@@ -321,7 +389,7 @@ class Store:
     async def seconds_until_due(self) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database
         clock; None where there is none."""
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self._connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(self.q["plan_by_index"])
             cur = await conn.execute(self.q["seconds_until_due"])
         row = await cur.fetchone()
@@ -332,11 +400,43 @@ class Store:
         """Write final states in one statement; returns the ids whose lease still held."""
         if not outcomes:
             return set()
-        async with self.pool.connection() as conn, conn.pipeline():  # one round trip
+        async with self._connection() as conn, conn.pipeline():  # one round trip
             async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 cur = await conn.execute(self.q["finish_runs"], finish_params(outcomes))
             return {row[0] for row in await cur.fetchall()}
+
+    async def run_states(self, ids: list[int]) -> dict[int, Row]:
+        """What the database holds for these runs now (to explain a refused result)."""
+        rows = await self._all("run_states", {"ids": ids})
+        return {r["id"]: r for r in rows}
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def notifications(self) -> AsyncIterator[str]:
+        """LISTEN on this schema's channel, on a connection of its own (a pooled one would go
+        back to the pool still listening); yields "listening" once the LISTEN is in place,
+        then each NOTIFY's payload ("run": a request; "jobs": a schedule changed). Ends with
+        DatabaseUnavailableError when the connection breaks: notifications sent meanwhile
+        are lost, so the caller polls once after listening again."""
+        channel = sql.Identifier(channel_for(self.schema))
+        try:
+            async with await AsyncConnection.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=10,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            ) as conn:
+                await conn.execute(sql.SQL("LISTEN {}").format(channel))
+                yield "listening"
+                async for notify in conn.notifies():
+                    yield notify.payload
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate_error(exc, self.schema) from exc
+        raise DatabaseUnavailableError("the LISTEN connection closed")
 
     # --- definitions -----------------------------------------------------------------------
 
@@ -344,7 +444,7 @@ class Store:
         """Upsert the definitions that changed (with overrides), keep `paused`, orphan what
         left the code. Unchanged rows are not written: a runner start with 100,000 jobs
         leaves no dead tuples behind in the table every claim scans."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q["lock_sync"], {"schema": self.schema})
             await cur.execute(self.q["synced_jobs"])
@@ -392,7 +492,7 @@ class Store:
 
         statements = named_queries(self.schema, "grants.sql")[kind]
         rendered = statements.replace("{role}", pgsql.Identifier(role).as_string(None))
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             try:
                 await conn.execute(rendered.encode())
             except errors.UndefinedObject as exc:
@@ -437,6 +537,16 @@ class Store:
 
     async def recent_failures(self, limit: int = 10) -> list[Row]:
         return await self._all("recent_failures", {"limit": limit})
+
+
+def tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
+    jobs = [{"name": p.job_name, "next_run_at": _iso(p.next_run_at)} for p in plans]
+    ticks = [
+        {"job_name": t.job_name, "tick": _iso(t.tick), "status": t.status, "message": t.message}
+        for p in plans
+        for t in p.ticks
+    ]
+    return {"runner": runner_id, "jobs": json.dumps(jobs), "ticks": json.dumps(ticks)}
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -263,6 +263,11 @@ FROM json_to_recordset(%(results)s::json)
 WHERE r.id = f.id AND r.lease = f.lease AND (r.status = 'running') IS TRUE
 RETURNING r.id
 
+-- name: run_states
+-- Why results were refused: each run's state now (a missing id: the run is not in this
+-- database, e.g. written to a primary that was lost in a failover).
+SELECT id, status, runner, message FROM {schema}.runs WHERE id = ANY(%(ids)s::bigint[])
+
 -- name: reap_lost_runners
 -- Runners silent past the lease timeout are dead: fail their runs (the retry trigger applies),
 -- and remove them. SKIP LOCKED lets several live runners reap at once without waiting.

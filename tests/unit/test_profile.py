@@ -11,7 +11,7 @@ from pgsched.profile import (
     JobOverride,
     Profile,
     RetentionOptions,
-    RunnerOptions,
+    RunnerSettings,
     load_profile,
     profile_from_env,
 )
@@ -91,7 +91,7 @@ def test_full_profile_is_read_and_normalised(tmp_path: Path) -> None:
         ),
         JobOverride(job="report", extension=None, values={"misfire": "all"}, source=f"{path}:16"),
     )
-    assert profile.runner == RunnerOptions(concurrency=4, poll_interval=10.0, listen=False)
+    assert profile.runner == RunnerSettings(concurrency=4, poll_interval=10.0, listen=False)
     assert profile.retention == RetentionOptions(keep_days=7.0, prune_schedule="@hourly")
 
 

@@ -1,0 +1,326 @@
+"""Where user code runs, away from the control plane: never on the loop that heartbeats.
+
+- `async def` jobs run on the *job loop*, an event loop in a thread of its own. A job that
+  blocks it (a `time.sleep` in async code, the most common asyncio mistake) delays other
+  async jobs, never a heartbeat, a claim or a result write; `LoopWatch` names it in the log.
+- Plain `def` jobs run in a thread pool; the control loop only awaits their futures.
+- Jobs with `isolation = "process"` run in worker processes that can be killed (see
+  `pgsched.isolation`).
+
+Runs cross between the control loop and the job loop in batches (one thread hop per batch,
+not per run), and every run ends in exactly one call of `on_finished` on the control loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..execution import Execution, UserPools
+from ..registry import Registry
+from ..settings import RunnerSettings
+from ..store import ClaimedRun, RunOutcome
+from .duty import Duty
+
+# How long past its timeout an async job that blocks the job loop (so that its own timeout
+# cannot fire) may hold its slot before the control loop records the timeout itself.
+TIMEOUT_MARGIN = 1.0
+
+
+class JobLoop:
+    """An asyncio loop in a daemon thread, for `async def` jobs only."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="pgsched-jobs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, callback: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    async def run(self, coro: Any, timeout: float) -> Any:
+        """Await `coro` on the job loop from another loop; gives up after `timeout` (the job
+        loop may be blocked by a job)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    def stop(self, timeout: float) -> None:
+        if not self._thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(slots=True)
+class Running:
+    """A run in a slot: its execution, and what can stop it."""
+
+    execution: Execution
+    on_job_loop: bool
+    task: asyncio.Task[Any] | None = None  # the task it runs in (job loop or control loop)
+    deadline: asyncio.TimerHandle | None = None  # control-side timeout (async jobs only)
+
+
+class Executor:
+    """Starts claimed runs where they belong and reports each outcome once."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        pools: UserPools,
+        runner_id: str,
+        settings: RunnerSettings,
+        on_finished: Callable[[RunOutcome, bool], None],
+        log: Any,
+    ) -> None:
+        self.registry = registry
+        self.pools = pools
+        self.runner_id = runner_id
+        self.settings = settings
+        self.log = log
+        self._on_finished = on_finished  # (outcome, held a slot here)
+        self.running: dict[int, Running] = {}
+        self.job_loop = JobLoop()
+        self.threads = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
+        self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
+        self._inbound_signalled = False
+
+    def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.job_loop.start()
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    # --- starting ---------------------------------------------------------------------------
+
+    def start(self, claimed: ClaimedRun) -> None:
+        """Start one claimed run (control loop). Never raises for the run's sake."""
+        assert self._loop is not None
+        definition = self.registry.get(claimed.job_name)
+        execution = Execution(claimed, definition, self.pools, self.runner_id)
+        on_job_loop = definition is not None and definition.is_async
+        running = Running(execution, on_job_loop)
+        self.running[claimed.id] = running
+        if on_job_loop:
+            if not self._outbound:
+                self._loop.call_soon(self._hand_over)
+            self._outbound.append(running)
+            timeout = definition.settings.timeout if definition is not None else None
+            if timeout is not None:
+                running.deadline = self._loop.call_later(
+                    timeout + TIMEOUT_MARGIN, self._overdue, claimed.id, timeout
+                )
+        else:
+            running.task = self._loop.create_task(self._run_here(running), name=f"run-{claimed.id}")
+
+    async def _run_here(self, running: Running) -> None:
+        """A sync job (in the thread pool) or an unknown one: awaited on the control loop."""
+        execution = running.execution
+        try:
+            outcome = await execution.run(self.threads)
+        except asyncio.CancelledError:
+            outcome = execution.outcome("failed", _reason(execution, "cancelled"))
+        except Exception as exc:  # a bug of ours must not leave the run `running` forever
+            self.log.exception("internal error running a job", run_id=execution.claimed.id)
+            outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
+        self._finish(execution.claimed.id, outcome)
+
+    def _hand_over(self) -> None:
+        batch, self._outbound = self._outbound, []
+        self.job_loop.call(self._start_on_job_loop, batch)
+
+    # --- on the job loop ----------------------------------------------------------------
+
+    def _start_on_job_loop(self, batch: list[Running]) -> None:
+        for running in batch:
+            claimed = running.execution.claimed
+            running.task = asyncio.get_running_loop().create_task(
+                self._run_on_job_loop(running.execution), name=f"run-{claimed.id}"
+            )
+
+    async def _run_on_job_loop(self, execution: Execution) -> None:
+        try:
+            outcome = await execution.run(None)
+        except asyncio.CancelledError:
+            outcome = execution.outcome("failed", _reason(execution, "cancelled"))
+        except Exception as exc:
+            self.log.exception("internal error running a job", run_id=execution.claimed.id)
+            outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
+        self._inbound.append((execution.claimed.id, outcome))
+        if not self._inbound_signalled:  # one hop back for all that finish meanwhile
+            self._inbound_signalled = True
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._collect)
+
+    # --- back on the control loop -----------------------------------------------------------
+
+    def _collect(self) -> None:
+        self._inbound_signalled = False  # first: a later outcome schedules its own collect
+        while self._inbound:
+            run_id, outcome = self._inbound.popleft()
+            self._finish(run_id, outcome)
+
+    def _finish(self, run_id: int, outcome: RunOutcome) -> None:
+        running = self.running.pop(run_id, None)
+        if running is not None and running.deadline is not None:
+            running.deadline.cancel()
+        self._on_finished(outcome, running is not None)
+
+    def _overdue(self, run_id: int, timeout: float) -> None:
+        """An async job is past its timeout and has not ended: it blocks the job loop, so
+        neither its timeout nor a cancel can reach it. Record the timeout and free the slot;
+        its late result, if it ever comes, is refused by the lease check."""
+        running = self.running.get(run_id)
+        if running is None:
+            return
+        execution = running.execution
+        message = (
+            f"timed out after {timeout:g}s (timeout={timeout:g}); the job blocked its event "
+            "loop, so it could not be cancelled: use a plain def, asyncio.to_thread or "
+            'isolation="process" for blocking code'
+        )
+        execution.ctx.cancel(f"timed out after {timeout:g}s")
+        self.log.warning(
+            "run timed out while blocking the job event loop", run_id=run_id, job=execution.name
+        )
+        running.deadline = None
+        self._finish(run_id, execution.outcome("failed", message))
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def cancel(self, run_id: int, reason: str) -> None:
+        """Ask a run to stop: `ctx.cancelled` for all, and a cancelled task for async jobs."""
+        running = self.running.get(run_id)
+        if running is None:
+            return
+        running.execution.ctx.cancel(reason)
+        task = running.task
+        if running.on_job_loop and task is not None:
+            self.job_loop.call(task.cancel)
+        # a thread cannot be stopped: a sync job sees ctx.cancelled, and its run is ended
+        # by `abort` (or its own return) — the awaiting task is not cancelled here
+
+    async def abort(self, reason: str, wait: float = 1.0) -> None:
+        """Stop every running run and record it as failed with `reason` (shutdown after the
+        grace period). A sync job's thread cannot be stopped: it is told through
+        `ctx.cancelled` and no longer waited for. An async job's task is cancelled on the
+        job loop; one that does not end within `wait` seconds (it blocks the loop) is
+        recorded here."""
+        for running in self.running.values():
+            if not running.on_job_loop and running.task is not None:
+                running.task.cancel()  # first: the run ends failed even if the job returns
+        for run_id in list(self.running):
+            self.cancel(run_id, reason)
+        end = time.monotonic() + wait
+        while self.running and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        for run_id, running in list(self.running.items()):
+            self._finish(run_id, running.execution.outcome("failed", reason))
+
+    def forget_all(self, reason: str) -> list[int]:
+        """This runner lost its lease: its runs were failed (and maybe retried) elsewhere.
+        Tell them to stop and free their slots; a late result is refused by the database."""
+        forgotten = list(self.running)
+        for run_id in forgotten:
+            self.cancel(run_id, reason)
+            running = self.running.pop(run_id)
+            if running.deadline is not None:
+                running.deadline.cancel()
+        return forgotten
+
+    async def wait_idle(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while self.running and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return not self.running
+
+    async def close(self) -> None:
+        """Close the users' pools where they live and stop the job loop."""
+        try:
+            await self.job_loop.run(self.pools.close_async(), timeout=5.0)
+        except (TimeoutError, RuntimeError) as exc:
+            self.log.warning("job pools not closed", error=repr(exc))
+        await asyncio.to_thread(self.pools.close_sync)
+        self.job_loop.stop(timeout=2.0)
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _reason(execution: Execution, default: str) -> str:
+    return execution.ctx.cancel_reason or default
+
+
+class LoopWatch(Duty):
+    """Names the job that blocks the job loop: a probe is posted to the loop; while it has
+    not run, the loop is blocked, and the task the loop is running is the culprit."""
+
+    name = "loop-watch"
+
+    def __init__(self, executor: Executor, threshold: float, log: Any) -> None:
+        super().__init__()
+        self.executor = executor
+        self.threshold = threshold
+        self.log = log
+        self._posted: float | None = None  # when the outstanding probe was posted
+        self._answered: float | None = None  # set on the job loop when the probe runs
+        self._culprit: str | None = None  # "job X (run N)", seen while the loop was blocked
+        self._warned = False
+
+    async def step(self) -> float | None:
+        now = time.monotonic()
+        if self._posted is None:
+            self._answered = None
+            self._posted = now
+            self.executor.job_loop.call(self._answer)
+        elif self._answered is not None:
+            blocked = self._answered - self._posted
+            if blocked >= self.threshold:
+                self._report_end(blocked)
+            self._posted = None
+            self._culprit = None
+            self._warned = False
+        elif now - self._posted >= self.threshold / 2:
+            self._culprit = self._culprit or self._current_job()
+            if now - self._posted >= self.threshold and not self._warned:
+                self._warned = True
+                self.log.warning(
+                    f"{self._culprit or 'a job'} is blocking the job event loop "
+                    f"({now - self._posted:.1f} s so far); async jobs there wait, heartbeats "
+                    "do not",
+                )
+        return min(0.25, self.threshold / 4)
+
+    def _answer(self) -> None:
+        self._answered = time.monotonic()
+
+    def _current_job(self) -> str | None:
+        task = asyncio.current_task(self.executor.job_loop.loop)
+        if task is None or not task.get_name().startswith("run-"):
+            return None
+        run_id = int(task.get_name().removeprefix("run-"))
+        running = self.executor.running.get(run_id)
+        name = running.execution.name if running is not None else "?"
+        return f"job {name!r} (run {run_id})"
+
+    def _report_end(self, blocked: float) -> None:
+        self.log.warning(
+            f"{self._culprit or 'a job'} blocked the event loop for {blocked:.1f} s; use a "
+            'plain def or asyncio.to_thread for blocking calls (or isolation="process")',
+            blocked_seconds=round(blocked, 3),
+        )

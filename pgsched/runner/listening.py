@@ -1,0 +1,32 @@
+"""LISTEN/NOTIFY: wake the claimer when a request is inserted or a schedule changes.
+
+Only a wake-up: what is due is always read from the tables, and the claimer's slow poll
+covers a lost notification (and is the only mechanism with `listen: false`).
+"""
+
+from __future__ import annotations
+
+from ..store import Store
+from .claiming import Claimer
+from .duty import Duty
+
+
+class Listener(Duty):
+    name = "listen"
+    interruptible = True
+
+    def __init__(self, store: Store, claimer: Claimer) -> None:
+        super().__init__()
+        self.store = store
+        self.claimer = claimer
+
+    async def step(self) -> float | None:
+        async for payload in self.store.notifications():
+            if payload in ("listening", "jobs"):
+                # (Re)connected, so notifications may have been lost; or a schedule changed.
+                self.claimer.ticks_changed()
+            else:
+                self.claimer.wake()
+            if self.stopped:
+                break
+        return 0.0

@@ -1,0 +1,361 @@
+"""The runner: starts its duties, watches them, and shuts them down in a written order.
+
+The control plane (claiming, heartbeats, the reaper, LISTEN, result writing) runs on an
+event loop of its own, in the thread "pgsched-control", with its own connections; user code
+never runs there (see `executing`). Duties, by module:
+
+- `claiming.Claimer`: claim due ticks and pending runs; `claiming.GiveBack`: return runs
+  held too long;
+- `executing.Executor`: run the callables (job loop, thread pool, worker processes);
+  `executing.LoopWatch`: name a job that blocks the job loop;
+- `leases.Heartbeat`, `leases.Reaper`: keep this runner's lease, recover lost runners' runs;
+- `results.Results`: the outbox every outcome takes to the database;
+- `listening.Listener`: LISTEN, to wake the claimer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from types import FrameType
+from typing import Any
+
+from .. import __version__
+from ..errors import DatabaseError, DatabaseUnavailableError
+from ..execution import UserPools
+from ..logs import get_logger
+from ..registry import Registry
+from ..settings import RunnerSettings
+from ..store import RunOutcome, Store
+from .claiming import Claimer, GiveBack
+from .duty import Backoff, Duty, Health, drive
+from .executing import Executor, LoopWatch
+from .leases import Heartbeat, Reaper
+from .listening import Listener
+from .results import Results
+from .slots import Slots
+
+
+def new_runner_id(prefix: str = "") -> str:
+    return f"{prefix}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Runner:
+    """One runner process's control plane. `serve()` runs on the control loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: RunnerSettings,
+        *,
+        runner_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.id = runner_id or new_runner_id()
+        self.log = get_logger(runner=self.id)
+        self.pools = UserPools(store.dsn, max_size=max(2, settings.concurrency))
+        self.health = Health(self.log, on_back=self._database_back)
+        self.results = Results(store, settings, self.log)
+        self.executor = Executor(registry, self.pools, self.id, settings, self._finished, self.log)
+        self.slots = Slots(settings, self.executor)
+        self.claimer = Claimer(store, self.id, settings, self.slots, self.results)
+        self.give_back = GiveBack(store, settings, self.slots, self.log)
+        self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)
+        self.reaper = Reaper(store, self.id, settings, self._known, self.log)
+        self.listener = Listener(store, self.claimer) if settings.listen else None
+        self.loop_watch = LoopWatch(self.executor, settings.block_warning, self.log)
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._stop_requested = False  # before the loop exists
+        self._tasks: dict[Duty, asyncio.Task[None]] = {}
+        self._inline_run: tuple[int, asyncio.Future[RunOutcome]] | None = None
+        self._concurrency = settings.concurrency  # as registered: 0 for `jobs run --inline`
+
+    # --- what the duties tell each other ---------------------------------------------------
+
+    def _finished(self, outcome: RunOutcome, held_slot: bool) -> None:
+        self.results.add(outcome)
+        if self._inline_run is not None and self._inline_run[0] == outcome.run_id:
+            self._inline_run[1].set_result(outcome)
+        if held_slot:
+            self.slots.fill()
+            self.claimer.wake()
+
+    def _known(self) -> list[int]:
+        return [*self.slots.known(), *self.results.pending_ids()]
+
+    async def _lease_lost(self) -> None:
+        """Another runner already failed (and maybe retried) our runs: stop them, free their
+        slots, and let their late results be refused by the lease check."""
+        self.executor.forget_all("lease lost: this runner was declared dead")
+        self.slots.forget_all()
+        await self._register_once()
+        self.claimer.wake()  # all slots free: nothing else may wake it (no LISTEN)
+
+    def _database_back(self) -> None:
+        self.claimer.ticks_changed()
+        self.results.wake()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop gracefully; safe from any thread (a signal handler, the host application)."""
+        self._stop_requested = True
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def _fail(self, reason: str) -> None:
+        self.log.error("runner stopping: a duty keeps failing", reason=reason)
+        self.exit_code = 1
+        assert self._stop is not None
+        self._stop.set()
+
+    async def serve(self) -> int:
+        """Register, run the duties until stopped, shut down; returns the exit code."""
+        async with self._started(concurrency=self.settings.concurrency) as started:
+            if not started:
+                return self.exit_code
+            self.log.info(
+                "runner started",
+                concurrency=self.settings.concurrency,
+                jobs=len(self.registry),
+                listen=self.settings.listen,
+            )
+            self._drive(self.claimer, self.give_back, self.reaper, self.loop_watch)
+            if self.listener is not None:
+                self._drive(self.listener)
+            assert self._stop is not None
+            await self._stop.wait()
+            await self._shutdown()
+        self.log.info("runner stopped")
+        return self.exit_code
+
+    async def serve_one(self, job_name: str, params: dict[str, Any]) -> int:
+        """`jobs run --inline`: record one run of `job_name` owned by this process and
+        execute it here, through the same executor and result path as any run; returns
+        its id. A stop request (Ctrl-C) ends it as failed."""
+        async with self._started(concurrency=0) as started:
+            if not started:
+                raise DatabaseUnavailableError("stopped before the database answered")
+            claimed = await self.store.insert_inline_run(job_name, params, self.id)
+            done: asyncio.Future[RunOutcome] = asyncio.get_running_loop().create_future()
+            self._inline_run = (claimed.id, done)
+            self.executor.start(claimed)
+            assert self._stop is not None
+            waiters: list[asyncio.Future[Any]] = [done, asyncio.ensure_future(self._stop.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            waiters[1].cancel()
+            if not done.done():
+                await self.executor.abort("interrupted: the command was stopped")
+            await self._stop_duties(self.results)
+            await self.results.write_all(within=30.0)
+        return claimed.id
+
+    def _drive(self, *duties: Duty) -> None:
+        for duty in duties:
+            self._tasks[duty] = asyncio.create_task(
+                drive(duty, self.health, self.log, self._fail), name=f"duty-{duty.name}"
+            )
+
+    async def _stop_duties(self, *duties: Duty) -> None:
+        """Stop duties: each finishes its step (a claim in flight commits and its runs are
+        taken in), then their tasks end; one that does not within 5 s is cancelled."""
+        tasks = []
+        for duty in duties:
+            duty.stop()
+            if (task := self._tasks.pop(duty, None)) is not None:
+                tasks.append(task)
+                if duty.interruptible:
+                    task.cancel()
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=5.0)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _register_once(self) -> None:
+        await self.store.register_runner(
+            self.id, socket.gethostname(), os.getpid(), self._concurrency, __version__
+        )
+
+    @asynccontextmanager
+    async def _started(self, concurrency: int) -> AsyncIterator[bool]:
+        try:
+            yield await self._start(concurrency)
+        finally:
+            await self._finish_up()
+
+    async def _start(self, concurrency: int) -> bool:
+        """Open the store, register (retrying while the database is away), start the
+        executor, the heartbeat and the result writer. False if stopped before that."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        self._concurrency = concurrency
+        await self.store.open(wait=False)
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                await self._register_once()
+                break
+            except DatabaseUnavailableError as exc:
+                self.health.down(exc, "register")
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff.next())
+        else:
+            return False
+        self.health.back()
+        self.executor.open()
+        self._drive(self.heartbeat, self.results)
+        return True
+
+    async def _shutdown(self) -> None:
+        """The written order: no new claims; running jobs finish within the grace period
+        (prefetched runs still start as slots free); what never started goes back; what
+        still runs is stopped and recorded; the other duties stop; then the results are
+        written and the runner leaves the table."""
+        grace = self.settings.grace_period
+        self.log.info(
+            "stop requested: no new claims, finishing running jobs",
+            running=len(self.executor),
+            grace_period=grace,
+        )
+        self.heartbeat.stopping = True
+        self.heartbeat.wake()
+        await self._stop_duties(self.claimer)
+        deadline = time.monotonic() + grace
+        while (self.executor.running or self.slots.prefetched) and time.monotonic() < deadline:
+            await self.executor.wait_idle(min(0.1, max(0.0, deadline - time.monotonic())))
+        try:
+            await self.give_back.give_back_all()
+        except DatabaseError as exc:
+            self.log.warning(
+                "could not give back unstarted runs; leases recover them", error=str(exc)
+            )
+        await self.executor.abort(f"shutdown: still running after the grace period ({grace:g}s)")
+        others = [d for d in (self.listener, self.give_back, self.reaper, self.loop_watch) if d]
+        await self._stop_duties(*others)
+        await self._stop_duties(self.results)
+        await self.results.write_all(within=30.0)
+
+    async def _finish_up(self) -> None:
+        """Whatever happened: stop every duty, leave the runners table, close everything."""
+        await self._stop_duties(*list(self._tasks))
+        try:
+            await asyncio.wait_for(self.store.unregister_runner(self.id), 5)
+        except (DatabaseError, TimeoutError) as exc:
+            self.log.warning("could not unregister; the lease will expire", error=str(exc))
+        if self.executor.job_loop.loop.is_running():
+            await self.executor.close()
+        await self.store.close()
+
+
+class ControlThread(threading.Thread):
+    """Runs a coroutine of the runner on a fresh event loop in a thread of its own, and
+    hands its result (or exception) back to whoever joins it."""
+
+    def __init__(self, coro: Any) -> None:
+        super().__init__(name="pgsched-control", daemon=True)
+        self._coro = coro
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = asyncio.run(self._coro)
+        except BaseException as exc:
+            self.error = exc
+
+    def wait(self) -> Any:
+        while self.is_alive():
+            self.join(0.2)  # a short join: signal handlers run in the main thread meanwhile
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def run_in_control_thread(runner: Runner, coro: Any) -> Any:
+    """Run `coro` (a method of `runner`) on the control thread; the first SIGTERM/SIGINT asks
+    the runner to stop gracefully, a second one exits at once (leases recover the rest)."""
+    signals = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            runner.log.warning("second signal: exiting now; leases will recover running runs")
+            sys.stderr.flush()
+            os._exit(1)
+        runner.request_stop()
+
+    thread = ControlThread(coro)
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    )
+    try:
+        thread.start()
+        return thread.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_runner(store: Store, registry: Registry, settings: RunnerSettings) -> int:
+    """`pgsched runner`: serve until SIGTERM/SIGINT; returns the process exit code."""
+    runner = Runner(store, registry, settings)
+    code: int = run_in_control_thread(runner, runner.serve())
+    leave_without_leaked_threads(code, runner.log)
+    return code
+
+
+def run_inline(
+    store: Store,
+    registry: Registry,
+    settings: RunnerSettings,
+    job_name: str,
+    params: dict[str, Any],
+) -> int:
+    """`pgsched jobs run --inline`: the run's id, once its result is written."""
+    runner = Runner(store, registry, settings, runner_id=new_runner_id("cli:"))
+    run_id: int = run_in_control_thread(runner, runner.serve_one(job_name, params))
+    return run_id
+
+
+def leave_without_leaked_threads(code: int, log: Any) -> None:
+    """Threads that would keep the interpreter alive at exit, past the grace period: ones a
+    job leaked (non-daemon), and job threads that ignored cancellation (their runs are
+    already recorded; concurrent.futures joins its workers at exit, daemon or not). Give
+    them a moment, then leave without them."""
+
+    def blocking_exit() -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t is not threading.current_thread()
+            and t.is_alive()
+            and (not t.daemon or t.name.startswith("pgsched-job"))
+        ]
+
+    deadline = time.monotonic() + 1.0
+    for thread in blocking_exit():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if stuck := [t.name for t in blocking_exit()]:
+        log.warning("exiting with threads of jobs still running", threads=stuck)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
