@@ -1,0 +1,438 @@
+"""Jobs with `isolation = "process"`: run in reusable worker processes that can be killed.
+
+A thread cannot be killed, and a C call that keeps the GIL stops every thread of its process,
+heartbeats included. A worker process (`pgsched.worker`) can be: the job's `timeout` is a hard
+timeout here, and whatever ends a worker (`os._exit`, a signal, a segfault, the OOM killer)
+ends its run as `failed`, saying what happened, while the runner goes on serving.
+
+`ProcessPool` is driven from the runner's asyncio loop and never blocks it: pipes are read and
+written through the loop, processes are awaited with asyncio's subprocess support. Timing
+fields stay on the database clock as in `Execution`: both sides anchor `time.monotonic()` at
+the claim, and CLOCK_MONOTONIC is one clock for all processes of a Linux host, so the worker's
+readings are valid here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .execution import Execution, UserPools
+from .logs import get_logger
+from .registry import JobDefinition
+from .store import ClaimedRun, RunOutcome
+from .ticks import _worker_env
+from .worker import (
+    HEADER_SIZE,
+    Message,
+    claimed_to_wire,
+    decode,
+    decode_length,
+    encode,
+    outcome_from_wire,
+)
+
+__all__ = ["HARD_TIMEOUT_MARGIN", "ProcessPool", "WorkerSpec", "WorkerStartError"]
+
+HARD_TIMEOUT_MARGIN = 0.5  # seconds the worker's own (soft) timeout gets before SIGKILL
+_EXIT_WAIT = 5.0  # seconds a worker told to go (its pipe closed) gets before SIGKILL
+_STDERR_WAIT = 1.0  # seconds to collect a dead worker's last stderr (a grandchild may hold it)
+_STDERR_TAIL_BYTES = 8192
+_STDERR_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker imports: the same app, profile and database as its runner."""
+
+    apps: tuple[str, ...]  # --app specs
+    profile_path: str | None
+    dsn: str
+    schema: str
+    runner_id: str
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON unless this process's stderr is a terminal
+
+
+class WorkerStartError(Exception):
+    """A worker process could not start or could not import the app; the message says why."""
+
+    def __init__(self, message: str, error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def describe_exit(returncode: int) -> str:
+    """'exited with code 3', 'killed by SIGKILL (signal 9)' (negative codes are signals)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"killed by signal {-returncode}"
+    return f"killed by {name} (signal {-returncode})"
+
+
+class _Worker:
+    """One worker process: its pipes, the tail of its stderr, how many runs it served."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.WriteTransport,
+    ) -> None:
+        self.proc = proc
+        self.reader = reader
+        self.writer = writer
+        self.runs_served = 0
+        self.killed_because: str | None = None
+        self._tail = bytearray()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stderr = asyncio.create_task(self._forward_stderr())
+
+    @classmethod
+    async def start(cls, spec: WorkerSpec, timeout: float) -> _Worker:
+        """A worker that has imported the app and said `ready`; else WorkerStartError."""
+        worker = await cls._spawn()
+        try:
+            worker.send(_start_message(spec))
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await worker.receive()
+            except TimeoutError:
+                worker.kill()
+                raise WorkerStartError(
+                    f"the worker process (pid {worker.proc.pid}) was not ready within "
+                    f"{timeout:g}s (importing the app); it was killed"
+                ) from None
+            if message is not None and message["type"] == "ready":
+                return worker
+            if message is not None and message["type"] == "broken":
+                await worker.ended()
+                raise WorkerStartError(message["message"], message.get("error"))
+            worker.kill()
+            summary = f"the worker process {await worker.ended()} before it was ready"
+            raise WorkerStartError(summary, worker.death_error(summary))
+        except BaseException:
+            worker.kill()  # no process left behind, whatever interrupted the start
+            raise
+
+    @classmethod
+    async def _spawn(cls) -> _Worker:
+        if not sys.executable or getattr(sys, "frozen", False):
+            raise WorkerStartError(
+                "process isolation needs a Python interpreter to start workers with, and this "
+                f"process has none (sys.executable={sys.executable!r}, a frozen app?); "
+                "use isolation = 'thread' here"
+            )
+        to_child, ours_out = os.pipe()
+        ours_in, from_child = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",  # not the working directory's modules (the start message names sys.path)
+                "-m",
+                "pgsched.worker",
+                f"--read-fd={to_child}",
+                f"--write-fd={from_child}",
+                f"--parent-pid={os.getpid()}",
+                stdin=subprocess.DEVNULL,  # stdout is inherited: a job's prints reach ours
+                stderr=subprocess.PIPE,  # forwarded to ours, its tail kept for a death notice
+                pass_fds=(to_child, from_child),
+                env=_worker_env(),
+            )
+        except OSError as exc:
+            os.close(ours_out)
+            os.close(ours_in)
+            raise WorkerStartError(f"could not start a worker ({sys.executable}): {exc}") from exc
+        finally:
+            os.close(to_child)
+            os.close(from_child)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ours_in, "rb", buffering=0)
+        )
+        writer, _ = await loop.connect_write_pipe(
+            asyncio.Protocol, os.fdopen(ours_out, "wb", buffering=0)
+        )
+        return cls(proc, reader, writer)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self.reader.at_eof()
+
+    def send(self, message: Message) -> None:
+        """Buffered by the loop's transport: never blocks, even on a worker frozen in C."""
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    async def receive(self) -> Message | None:
+        """The next message, or None once the worker's end is closed (or it sent garbage)."""
+        try:
+            header = await self.reader.readexactly(HEADER_SIZE)
+            return decode(await self.reader.readexactly(decode_length(header)))
+        except asyncio.IncompleteReadError:
+            return None
+        except ValueError as exc:  # the job wrote to our file descriptor
+            self.killed_because = f"it sent the runner an unreadable message ({exc})"
+            self.kill()
+            return None
+
+    def begin_run(self) -> None:
+        self._tail.clear()  # stderr before this run is not this run's story
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # ended in the meantime
+                self.proc.kill()
+
+    async def ended(self, grace: float = _EXIT_WAIT) -> str:
+        """Wait for the end (SIGKILL after `grace`), then say how it ended."""
+        try:
+            async with asyncio.timeout(grace):
+                await self.proc.wait()
+        except TimeoutError:  # its pipe closed but it lives on (a job closing descriptors)
+            self.killed_because = self.killed_because or "it stopped answering the runner"
+            self.kill()
+            await self.proc.wait()
+        try:
+            async with asyncio.timeout(_STDERR_WAIT):
+                await asyncio.shield(self._stderr)
+        except TimeoutError:
+            pass
+        assert self.proc.returncode is not None
+        how = describe_exit(self.proc.returncode)
+        return f"{how}: {self.killed_because}" if self.killed_because else how
+
+    async def close(self) -> None:
+        """Ask it to go (its pipe closes, it exits), kill it if it does not, reap it."""
+        self.writer.close()
+        await self.ended()
+        self._stderr.cancel()
+
+    def stderr_tail(self) -> str | None:
+        text = self._tail.decode(errors="replace").strip()
+        return "\n".join(text.splitlines()[-_STDERR_TAIL_LINES:]) or None
+
+    def death_error(self, summary: str) -> dict[str, Any]:
+        """The run's `error`: what happened, and the worker's last stderr lines (a segfault's
+        Python traceback, from faulthandler) where the tracebacks of raised errors go."""
+        error = {"type": "pgsched.WorkerDied", "message": summary}
+        tail = self.stderr_tail()
+        if tail is not None:
+            error["traceback"] = f"the worker's last lines on stderr:\n{tail}"
+        return error
+
+    async def _forward_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self._tail += chunk
+            del self._tail[:-_STDERR_TAIL_BYTES]
+            text = self._decoder.decode(chunk)
+            with contextlib.suppress(OSError, ValueError):  # ours is gone: keep draining theirs
+                sys.stderr.write(text)
+                sys.stderr.flush()
+
+
+def _start_message(spec: WorkerSpec) -> Message:
+    log_json = spec.log_json if spec.log_json is not None else not sys.stderr.isatty()
+    return {
+        "type": "start",
+        "apps": list(spec.apps),
+        "profile_path": spec.profile_path,
+        "dsn": spec.dsn,  # through the pipe: not on a command line that `ps` shows
+        "schema": spec.schema,
+        "runner_id": spec.runner_id,
+        "log_level": spec.log_level,
+        "log_json": log_json,
+        "sys_path": list(sys.path),
+    }
+
+
+class ProcessPool:
+    """Worker processes for process-isolated runs, at most `max_workers` at a time.
+
+    Idle workers are kept for the next run and replaced after `max_tasks_per_child` runs
+    (None: never). `start` is optional: without it, workers start with the first runs.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        *,
+        max_workers: int,
+        max_tasks_per_child: int | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        if max_tasks_per_child is not None and max_tasks_per_child < 1:
+            raise ValueError(f"max_tasks_per_child must be at least 1, not {max_tasks_per_child}")
+        self.spec = spec
+        self.max_workers = max_workers
+        self.max_tasks_per_child = max_tasks_per_child
+        self.start_timeout = start_timeout
+        self._slots = asyncio.Semaphore(max_workers)
+        self._idle: list[_Worker] = []
+        self._runs: dict[int, _Worker | None] = {}  # run id -> its worker (None: waiting)
+        self._cancels: dict[int, str] = {}  # cancelled while waiting for a worker
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._log = get_logger(runner=spec.runner_id)
+        self._outcome_pools = UserPools(spec.dsn)  # never opened: here Execution only reports
+
+    async def start(self, prewarm: int = 0) -> None:
+        """Start up to `prewarm` idle workers now, so the first runs do not wait for imports.
+        A worker that cannot start is logged; runs will report it too."""
+        count = min(prewarm, self.max_workers)
+        started = await asyncio.gather(
+            *(_Worker.start(self.spec, self.start_timeout) for _ in range(count)),
+            return_exceptions=True,
+        )
+        for worker in started:
+            if isinstance(worker, _Worker):
+                self._idle.append(worker)
+            elif isinstance(worker, WorkerStartError):
+                self._log.warning("worker process could not start", problem=str(worker))
+            else:
+                raise worker
+
+    async def run(self, claimed: ClaimedRun, definition: JobDefinition | None) -> RunOutcome:
+        """Execute in a worker; whatever the job or its worker does, the answer is an outcome.
+
+        Cancelling this coroutine (a runner that stops waiting) retires the worker."""
+        execution = Execution(claimed, definition, self._outcome_pools, self.spec.runner_id)
+        if definition is None:
+            return await execution.run(None)  # fails at once, naming the job no code defines
+        self._runs[claimed.id] = None
+        self._drained.clear()
+        try:
+            async with self._slots:
+                return await self._run_in_slot(execution)
+        finally:
+            self._runs.pop(claimed.id, None)
+            self._cancels.pop(claimed.id, None)
+            if not self._runs:
+                self._drained.set()
+
+    def cancel(self, run_id: int, reason: str) -> None:
+        """Tell the run's job (`ctx.cancelled`, `ctx.cancel_reason`); a run still waiting for
+        a worker is told as soon as it has one. Unknown run ids are ignored."""
+        if run_id not in self._runs:
+            return
+        worker = self._runs[run_id]
+        if worker is None:
+            self._cancels[run_id] = reason
+        else:
+            worker.send({"type": "cancel", "run_id": run_id, "reason": reason})
+
+    async def close(self, grace: float) -> None:
+        """Idle workers exit now; busy ones get `grace` seconds to finish, then SIGKILL (their
+        runs end `failed`, saying so). Runs asked for from now on fail without starting."""
+        self._closing = True
+        idle, self._idle = self._idle, []
+        for worker in idle:
+            self._retire(worker)
+        try:
+            async with asyncio.timeout(grace):
+                await self._drained.wait()
+        except TimeoutError:
+            for busy in self._runs.values():
+                if busy is not None:
+                    busy.killed_because = f"the runner shut down (grace of {grace:g}s)"
+                    busy.kill()
+            await self._drained.wait()  # each run reports its killed worker at once
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    async def _run_in_slot(self, execution: Execution) -> RunOutcome:
+        if self._closing:
+            return execution.outcome("failed", "not started: the runner is shutting down")
+        try:
+            worker = await self._take()
+        except WorkerStartError as exc:
+            execution.log.warning("worker process could not start", problem=str(exc))
+            return execution.outcome(
+                "failed", f"worker process could not start: {exc}", error=exc.error
+            )
+        keep = False
+        try:
+            outcome, keep = await self._serve(worker, execution)
+            return outcome
+        finally:
+            self._give_back(worker, keep)
+
+    async def _take(self) -> _Worker:
+        while self._idle:
+            worker = self._idle.pop()  # the most recently used: its caches are warm
+            if worker.alive:
+                return worker
+            self._retire(worker)  # died while idle (the OOM killer, an operator): reap it
+        return await _Worker.start(self.spec, self.start_timeout)
+
+    async def _serve(self, worker: _Worker, execution: Execution) -> tuple[RunOutcome, bool]:
+        """The outcome, and whether the worker may serve again."""
+        claimed = execution.claimed
+        assert execution.definition is not None
+        timeout = execution.definition.settings.timeout
+        self._runs[claimed.id] = worker
+        worker.begin_run()
+        execution.started_mono = time.monotonic()
+        worker.send({"type": "run", "run": claimed_to_wire(claimed)})
+        reason = self._cancels.pop(claimed.id, None)
+        if reason is not None:
+            worker.send({"type": "cancel", "run_id": claimed.id, "reason": reason})
+        try:
+            async with asyncio.timeout(None if timeout is None else timeout + HARD_TIMEOUT_MARGIN):
+                message = await worker.receive()
+        except TimeoutError:
+            assert timeout is not None
+            return await self._hard_timeout(worker, execution, timeout), False
+        if message is None or message["type"] != "outcome":
+            return await self._died(worker, execution, message), False
+        worker.runs_served += 1
+        return outcome_from_wire(message["outcome"]), not message.get("retire", False)
+
+    async def _hard_timeout(
+        self, worker: _Worker, execution: Execution, timeout: float
+    ) -> RunOutcome:
+        worker.kill()
+        await worker.ended()
+        execution.log.warning("run timed out; worker process killed", timeout=timeout)
+        message = f"timed out after {timeout:g}s: worker process killed"
+        return execution.outcome("failed", message, error=worker.death_error(message))
+
+    async def _died(
+        self, worker: _Worker, execution: Execution, message: Message | None
+    ) -> RunOutcome:
+        if message is not None:  # a worker that breaks the protocol is not trusted again
+            worker.killed_because = f"it sent {message['type']!r} instead of an outcome"
+            worker.kill()
+        summary = f"worker process {await worker.ended()}"
+        execution.log.warning("worker process died during a run", how=summary)
+        return execution.outcome("failed", summary, error=worker.death_error(summary))
+
+    def _give_back(self, worker: _Worker, keep: bool) -> None:
+        spent = (
+            self.max_tasks_per_child is not None and worker.runs_served >= self.max_tasks_per_child
+        )
+        if keep and worker.alive and not spent and not self._closing:
+            self._idle.append(worker)
+        else:
+            self._retire(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        task = asyncio.create_task(worker.close())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
