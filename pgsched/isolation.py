@@ -44,6 +44,7 @@ __all__ = ["HARD_TIMEOUT_MARGIN", "ProcessPool", "WorkerSpec", "WorkerStartError
 
 HARD_TIMEOUT_MARGIN = 0.5  # seconds the worker's own (soft) timeout gets before SIGKILL
 _EXIT_WAIT = 5.0  # seconds a worker told to go (its pipe closed) gets before SIGKILL
+_LAST_WORDS_WAIT = 0.5  # seconds to read what a worker wrote just before it ended
 _STDERR_WAIT = 1.0  # seconds to collect a dead worker's last stderr (a grandchild may hold it)
 _STDERR_TAIL_BYTES = 8192
 _STDERR_TAIL_LINES = 40
@@ -87,12 +88,14 @@ class _Worker:
     def __init__(
         self,
         proc: asyncio.subprocess.Process,
-        reader: asyncio.StreamReader,
+        messages: _ReadEnd,
         writer: asyncio.WriteTransport,
+        stderr: _ReadEnd,
     ) -> None:
         self.proc = proc
-        self.reader = reader
+        self.reader, self.reading = messages
         self.writer = writer
+        self.stderr, self.stderr_reading = stderr
         self.runs_served = 0
         self.killed_because: str | None = None
         self._tail = bytearray()
@@ -123,7 +126,7 @@ class _Worker:
             summary = f"the worker process {await worker.ended()} before it was ready"
             raise WorkerStartError(summary, worker.death_error(summary))
         except BaseException:
-            worker.kill()  # no process left behind, whatever interrupted the start
+            worker.abandon()  # no process left behind, whatever interrupted the start
             raise
 
     @classmethod
@@ -134,8 +137,11 @@ class _Worker:
                 f"process has none (sys.executable={sys.executable!r}, a frozen app?); "
                 "use isolation = 'thread' here"
             )
+        # Our own pipes, stderr's too: asyncio's Process.wait() waits for the pipes it made to
+        # close, and a grandchild the job forked may hold them open long after the worker died.
         to_child, ours_out = os.pipe()
         ours_in, from_child = os.pipe()
+        ours_err, child_err = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -146,26 +152,23 @@ class _Worker:
                 f"--write-fd={from_child}",
                 f"--parent-pid={os.getpid()}",
                 stdin=subprocess.DEVNULL,  # stdout is inherited: a job's prints reach ours
-                stderr=subprocess.PIPE,  # forwarded to ours, its tail kept for a death notice
+                stderr=child_err,  # forwarded to ours, its tail kept for a death notice
                 pass_fds=(to_child, from_child),
                 env=_worker_env(),
             )
         except OSError as exc:
-            os.close(ours_out)
-            os.close(ours_in)
+            for fd in (ours_out, ours_in, ours_err):
+                os.close(fd)
             raise WorkerStartError(f"could not start a worker ({sys.executable}): {exc}") from exc
         finally:
-            os.close(to_child)
-            os.close(from_child)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(ours_in, "rb", buffering=0)
-        )
-        writer, _ = await loop.connect_write_pipe(
+            for fd in (to_child, from_child, child_err):
+                os.close(fd)
+        reader, reading = await _read_end(ours_in)
+        stderr, stderr_reading = await _read_end(ours_err)
+        writer, _ = await asyncio.get_running_loop().connect_write_pipe(
             asyncio.Protocol, os.fdopen(ours_out, "wb", buffering=0)
         )
-        return cls(proc, reader, writer)
+        return cls(proc, (reader, reading), writer, (stderr, stderr_reading))
 
     @property
     def alive(self) -> bool:
@@ -177,7 +180,22 @@ class _Worker:
             self.writer.write(encode(message))
 
     async def receive(self) -> Message | None:
-        """The next message, or None once the worker's end is closed (or it sent garbage)."""
+        """The next message, or None once the worker has ended (or sent garbage).
+
+        The end of the process is watched, not only the pipe's: a grandchild the job forked
+        holds the pipe open after the worker itself died."""
+        reading = asyncio.ensure_future(self._read_message())
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            await asyncio.wait({reading, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():  # ended: what it wrote before is in the pipe already
+                await asyncio.wait({reading}, timeout=_LAST_WORDS_WAIT)
+            return reading.result() if reading.done() else None
+        finally:
+            reading.cancel()
+            exited.cancel()
+
+    async def _read_message(self) -> Message | None:
         try:
             header = await self.reader.readexactly(HEADER_SIZE)
             return decode(await self.reader.readexactly(decode_length(header)))
@@ -214,11 +232,21 @@ class _Worker:
         how = describe_exit(self.proc.returncode)
         return f"{how}: {self.killed_because}" if self.killed_because else how
 
+    def abandon(self) -> None:
+        """Kill it and drop its pipes without waiting (asyncio's child watcher reaps it)."""
+        self.kill()
+        self.writer.close()
+        self.reading.close()
+        self.stderr_reading.close()
+        self._stderr.cancel()
+
     async def close(self) -> None:
         """Ask it to go (its pipe closes, it exits), kill it if it does not, reap it."""
         self.writer.close()
         await self.ended()
         self._stderr.cancel()
+        self.reading.close()  # normally closed at EOF already; not while a grandchild lives
+        self.stderr_reading.close()
 
     def stderr_tail(self) -> str | None:
         text = self._tail.decode(errors="replace").strip()
@@ -234,14 +262,24 @@ class _Worker:
         return error
 
     async def _forward_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
+        while chunk := await self.stderr.read(65536):
             self._tail += chunk
             del self._tail[:-_STDERR_TAIL_BYTES]
             text = self._decoder.decode(chunk)
             with contextlib.suppress(OSError, ValueError):  # ours is gone: keep draining theirs
                 sys.stderr.write(text)
                 sys.stderr.flush()
+
+
+_ReadEnd = tuple[asyncio.StreamReader, asyncio.ReadTransport]
+
+
+async def _read_end(fd: int) -> _ReadEnd:
+    reader = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader, transport
 
 
 def _start_message(spec: WorkerSpec) -> Message:
@@ -257,6 +295,19 @@ def _start_message(spec: WorkerSpec) -> Message:
         "log_json": log_json,
         "sys_path": list(sys.path),
     }
+
+
+def _outcome_of(message: Message | None, claimed: ClaimedRun) -> RunOutcome | None:
+    """The run's outcome if that is what the worker sent (for this run, under its lease)."""
+    if message is None or message["type"] != "outcome":
+        return None
+    try:
+        outcome = outcome_from_wire(message["outcome"])
+    except (KeyError, TypeError):
+        return None
+    if (outcome.run_id, outcome.lease) != (claimed.id, claimed.lease):
+        return None
+    return outcome
 
 
 class ProcessPool:
@@ -399,10 +450,12 @@ class ProcessPool:
         except TimeoutError:
             assert timeout is not None
             return await self._hard_timeout(worker, execution, timeout), False
-        if message is None or message["type"] != "outcome":
+        outcome = _outcome_of(message, claimed)
+        if outcome is None:
             return await self._died(worker, execution, message), False
         worker.runs_served += 1
-        return outcome_from_wire(message["outcome"]), not message.get("retire", False)
+        assert message is not None
+        return outcome, not message.get("retire", False)
 
     async def _hard_timeout(
         self, worker: _Worker, execution: Execution, timeout: float
@@ -417,7 +470,7 @@ class ProcessPool:
         self, worker: _Worker, execution: Execution, message: Message | None
     ) -> RunOutcome:
         if message is not None:  # a worker that breaks the protocol is not trusted again
-            worker.killed_because = f"it sent {message['type']!r} instead of an outcome"
+            worker.killed_because = f"it sent {message['type']!r} instead of this run's outcome"
             worker.kill()
         summary = f"worker process {await worker.ended()}"
         execution.log.warning("worker process died during a run", how=summary)

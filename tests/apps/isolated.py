@@ -73,3 +73,13 @@ async def uses_db_async(ctx: JobContext) -> str:
         row = await cur.fetchone()
     assert row is not None
     return f"{row[0]} from pid {os.getpid()}"
+
+
+@ext.job("iso-fork-then-exit", isolation="process", description="forks a sleeper, exits")
+def fork_then_exit(ctx: JobContext) -> None:
+    child = os.fork()
+    if child == 0:  # the grandchild keeps every inherited pipe open for a while
+        time.sleep(30)
+        os._exit(0)
+    Path(ctx.params["grandchild"]).write_text(str(child))
+    os._exit(5)

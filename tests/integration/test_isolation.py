@@ -8,7 +8,9 @@ through the pool, writes the outcome with `Store.finish`, and reads the `pgsched
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -118,6 +120,22 @@ def test_os_exit_fails_the_run_with_the_exit_code_and_the_pool_serves_the_next(
     assert exited["message"] == "worker process exited with code 3"
     assert exited["error"]["type"] == "pgsched.WorkerDied"
     assert next_run["status"] == "succeeded"
+
+
+def test_a_worker_that_dies_is_noticed_while_a_forked_grandchild_holds_its_pipes(
+    dsn: str, tmp_path: Path
+) -> None:
+    note = tmp_path / "grandchild"
+    try:
+        row = scenario(dsn, lambda h: h.run("iso-fork-then-exit", {"grandchild": str(note)}))
+    finally:
+        if note.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(note.read_text()), signal.SIGKILL)
+    assert (row["status"], row["message"]) == ("failed", "worker process exited with code 5")
+    took = (row["finished_at"] - row["started_at"]).total_seconds()
+    print(f"worker death noticed {took:.2f}s after the run started, its grandchild still alive")
+    assert took < 10  # liveness only: not the grandchild's 30 s
 
 
 @pytest.mark.parametrize(
