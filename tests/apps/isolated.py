@@ -52,7 +52,7 @@ def stubborn_sleep(ctx: JobContext) -> str:
 
 @ext.job("iso-cancellable", isolation="process", description="waits until cancelled")
 def cancellable(ctx: JobContext) -> str:
-    Path(ctx.params["started"]).touch()  # the test cancels once the job is surely running
+    Path(ctx.params["started"]).write_text(str(os.getpid()))  # the test acts once it runs
     if ctx.wait_cancelled(30):
         return f"noticed cancellation: {ctx.cancel_reason}"
     return "never cancelled"

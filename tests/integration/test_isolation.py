@@ -96,6 +96,14 @@ def is_gone(pid: int) -> bool:
     return False
 
 
+async def wait_started(started: Path) -> int:
+    """The worker's pid, once the job has written it."""
+    async with asyncio.timeout(60):
+        while not started.exists() or not started.read_text():
+            await asyncio.sleep(0.02)
+    return int(started.read_text())
+
+
 # --- outcomes --------------------------------------------------------------------------------
 
 
@@ -231,9 +239,7 @@ def test_cancellation_reaches_ctx_cancelled_in_the_worker(dsn: str, tmp_path: Pa
     async def body(h: Harness) -> Row:
         claimed = await h.claim("iso-cancellable", {"started": str(started)})
         running = asyncio.create_task(h.execute(claimed))
-        async with asyncio.timeout(60):
-            while not started.exists():
-                await asyncio.sleep(0.02)
+        await wait_started(started)
         h.pool.cancel(claimed.id, "cancelled by the operator")
         return await running
 
@@ -314,15 +320,31 @@ def test_a_worker_that_cannot_import_the_app_fails_the_run_with_the_import_error
         assert "tests.apps.no_such_module" in row["message"]
 
 
+def test_a_runner_that_stops_waiting_for_a_run_leaves_no_worker_behind(
+    dsn: str, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+
+    async def body(h: Harness) -> int:
+        claimed = await h.claim("iso-cancellable", {"started": str(started)})
+        running = asyncio.create_task(h.pool.run(claimed, h.registry[claimed.job_name]))
+        pid = await wait_started(started)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await h.pool.close(grace=5)
+        return pid
+
+    assert is_gone(scenario(dsn, body))
+
+
 def test_close_kills_a_busy_worker_after_the_grace(dsn: str, tmp_path: Path) -> None:
     started = tmp_path / "started"
 
     async def body(h: Harness) -> Row:
         claimed = await h.claim("iso-cancellable", {"started": str(started)})
         running = asyncio.create_task(h.pool.run(claimed, h.registry[claimed.job_name]))
-        async with asyncio.timeout(60):
-            while not started.exists():
-                await asyncio.sleep(0.02)
+        await wait_started(started)
         await h.pool.close(grace=0.2)
         await h.store.finish([await running])
         row = await h.store.get_run(claimed.id)
