@@ -101,6 +101,9 @@ class _Worker:
         self._tail = bytearray()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stderr = asyncio.create_task(self._forward_stderr())
+        # One waiter for the worker's life: asyncio keeps each cancelled proc.wait() waiter
+        # until the process ends, so a waiter per run would grow for as long as it serves.
+        self._exited = asyncio.ensure_future(proc.wait())
 
     @classmethod
     async def start(cls, spec: WorkerSpec, timeout: float) -> _Worker:
@@ -185,15 +188,13 @@ class _Worker:
         The end of the process is watched, not only the pipe's: a grandchild the job forked
         holds the pipe open after the worker itself died."""
         reading = asyncio.ensure_future(self._read_message())
-        exited = asyncio.ensure_future(self.proc.wait())
         try:
-            await asyncio.wait({reading, exited}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reading, self._exited}, return_when=asyncio.FIRST_COMPLETED)
             if not reading.done():  # ended: what it wrote before is in the pipe already
                 await asyncio.wait({reading}, timeout=_LAST_WORDS_WAIT)
             return reading.result() if reading.done() else None
         finally:
             reading.cancel()
-            exited.cancel()
 
     async def _read_message(self) -> Message | None:
         try:
@@ -216,13 +217,11 @@ class _Worker:
 
     async def ended(self, grace: float = _EXIT_WAIT) -> str:
         """Wait for the end (SIGKILL after `grace`), then say how it ended."""
-        try:
-            async with asyncio.timeout(grace):
-                await self.proc.wait()
-        except TimeoutError:  # its pipe closed but it lives on (a job closing descriptors)
+        await asyncio.wait({self._exited}, timeout=grace)
+        if not self._exited.done():  # its pipe closed but it lives on (it closed descriptors)
             self.killed_because = self.killed_because or "it stopped answering the runner"
             self.kill()
-            await self.proc.wait()
+            await self._exited
         try:
             async with asyncio.timeout(_STDERR_WAIT):
                 await asyncio.shield(self._stderr)
