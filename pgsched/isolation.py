@@ -335,7 +335,7 @@ class ProcessPool:
         self._slots = asyncio.Semaphore(max_workers)
         self._idle: list[_Worker] = []
         self._runs: dict[int, _Worker | None] = {}  # run id -> its worker (None: waiting)
-        self._cancels: dict[int, str] = {}  # cancelled while waiting for a worker
+        self._cancels: dict[int, str] = {}  # run id -> why it was cancelled
         self._drained = asyncio.Event()
         self._drained.set()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -382,10 +382,9 @@ class ProcessPool:
         a worker is told as soon as it has one. Unknown run ids are ignored."""
         if run_id not in self._runs:
             return
+        self._cancels[run_id] = reason  # for a worker that takes the run later
         worker = self._runs[run_id]
-        if worker is None:
-            self._cancels[run_id] = reason
-        else:
+        if worker is not None:
             worker.send({"type": "cancel", "run_id": run_id, "reason": reason})
 
     async def close(self, grace: float) -> None:
@@ -407,32 +406,36 @@ class ProcessPool:
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def _run_in_slot(self, execution: Execution) -> RunOutcome:
-        if self._closing:
-            return execution.outcome("failed", "not started: the runner is shutting down")
-        try:
-            worker = await self._take()
-        except WorkerStartError as exc:
-            execution.log.warning("worker process could not start", problem=str(exc))
-            return execution.outcome(
-                "failed", f"worker process could not start: {exc}", error=exc.error
-            )
-        keep = False
-        try:
-            outcome, keep = await self._serve(worker, execution)
-            return outcome
-        finally:
-            self._give_back(worker, keep)
+        while not self._closing:
+            try:
+                worker = await self._take()
+            except WorkerStartError as exc:
+                execution.log.warning("worker process could not start", problem=str(exc))
+                return execution.outcome(
+                    "failed", f"worker process could not start: {exc}", error=exc.error
+                )
+            keep = False
+            try:
+                outcome, keep = await self._serve(worker, execution)
+            finally:
+                self._give_back(worker, keep)
+            if outcome is not None:
+                return outcome
+            # A reused worker that had ended while idle (the OOM killer picks big idle
+            # processes): the job never started, so it is handed to another worker.
+        return execution.outcome("failed", "not started: the runner is shutting down")
 
     async def _take(self) -> _Worker:
         while self._idle:
             worker = self._idle.pop()  # the most recently used: its caches are warm
             if worker.alive:
                 return worker
-            self._retire(worker)  # died while idle (the OOM killer, an operator): reap it
+            self._retire(worker)  # seen dead while idle: reap it
         return await _Worker.start(self.spec, self.start_timeout)
 
-    async def _serve(self, worker: _Worker, execution: Execution) -> tuple[RunOutcome, bool]:
-        """The outcome, and whether the worker may serve again."""
+    async def _serve(self, worker: _Worker, execution: Execution) -> tuple[RunOutcome | None, bool]:
+        """The outcome (None: a reused worker was gone before it took the run), and whether
+        the worker may serve again."""
         claimed = execution.claimed
         assert execution.definition is not None
         timeout = execution.definition.settings.timeout
@@ -440,12 +443,18 @@ class ProcessPool:
         worker.begin_run()
         execution.started_mono = time.monotonic()
         worker.send({"type": "run", "run": claimed_to_wire(claimed)})
-        reason = self._cancels.pop(claimed.id, None)
+        reason = self._cancels.get(claimed.id)
         if reason is not None:
             worker.send({"type": "cancel", "run_id": claimed.id, "reason": reason})
         try:
             async with asyncio.timeout(None if timeout is None else timeout + HARD_TIMEOUT_MARGIN):
                 message = await worker.receive()
+                if message is None and worker.runs_served > 0:
+                    how = await worker.ended()
+                    execution.log.warning("idle worker process had ended; trying another", how=how)
+                    return None, False
+                if message is not None and message["type"] == "started":
+                    message = await worker.receive()
         except TimeoutError:
             assert timeout is not None
             return await self._hard_timeout(worker, execution, timeout), False

@@ -12,8 +12,10 @@ length and a UTF-8 JSON object with a `type`:
 
 - parent → worker: `start` (once: what to import), `run` (a ClaimedRun), `cancel` (run_id,
   reason: sets `ctx.cancel(reason)`, handled by a reader thread while the job runs);
-- worker → parent: `ready` (imports done) or `broken` (they failed: message, error), then one
-  `outcome` (the RunOutcome fields, and `retire` when the worker must not serve again) per run.
+- worker → parent: `ready` (imports done) or `broken` (they failed: message, error); per run,
+  `started` (it took the run: a reused worker that ended while idle is told apart from a job
+  that killed it) and `outcome` (the RunOutcome fields, and `retire` when the worker must not
+  serve again).
 
 When the parent's pipe closes (the parent closed it, or died) the worker exits at once; on
 Linux it also asks the kernel for SIGKILL when the parent dies (PR_SET_PDEATHSIG).
@@ -183,6 +185,7 @@ class _Server:
                 )
                 with self.lock:
                     self.current[claimed.id] = execution
+                self.channel.send({"type": "started", "run_id": claimed.id})
                 self.runs.put(execution)
             elif message["type"] == "cancel":
                 with self.lock:

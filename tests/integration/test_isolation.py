@@ -287,6 +287,20 @@ def test_workers_are_reused_and_close_leaves_no_process(dsn: str) -> None:
     assert is_gone(pid_of(first))  # closed and reaped by pool.close
 
 
+def test_a_run_handed_to_an_idle_worker_that_was_killed_runs_in_another(dsn: str) -> None:
+    """The OOM killer likes big idle processes: the run never started there, so it must not
+    fail for it (and the worker may not be reaped yet when the run is handed over)."""
+
+    async def body(h: Harness) -> tuple[Row, Row]:
+        first = await h.run("iso-echo")
+        os.kill(pid_of(first), signal.SIGKILL)
+        return first, await h.run("iso-echo")
+
+    first, second = scenario(dsn, body)
+    assert second["status"] == "succeeded", second["message"]
+    assert pid_of(second) != pid_of(first)
+
+
 def test_max_tasks_per_child_one_gives_a_fresh_worker_per_run(dsn: str) -> None:
     async def body(h: Harness) -> list[Row]:
         return [await h.run("iso-echo") for _ in range(3)]
