@@ -105,35 +105,34 @@ class _Worker:
         # until the process ends, so a waiter per run would grow for as long as it serves.
         self._exited = asyncio.ensure_future(proc.wait())
 
-    @classmethod
-    async def start(cls, spec: WorkerSpec, timeout: float) -> _Worker:
-        """A worker that has imported the app and said `ready`; else WorkerStartError."""
-        worker = await cls._spawn()
+    async def handshake(self, spec: WorkerSpec, timeout: float) -> None:
+        """Wait until it has imported the app and said `ready`; else WorkerStartError (and no
+        process left behind, whatever interrupted the start)."""
         try:
-            worker.send(_start_message(spec))
+            self.send(_start_message(spec))
             try:
                 async with asyncio.timeout(timeout):
-                    message = await worker.receive()
+                    message = await self.receive()
             except TimeoutError:
-                worker.kill()
                 raise WorkerStartError(
-                    f"the worker process (pid {worker.proc.pid}) was not ready within "
+                    f"the worker process (pid {self.proc.pid}) was not ready within "
                     f"{timeout:g}s (importing the app); it was killed"
                 ) from None
             if message is not None and message["type"] == "ready":
-                return worker
+                return
             if message is not None and message["type"] == "broken":
-                await worker.ended()
+                await self.ended()
                 raise WorkerStartError(message["message"], message.get("error"))
-            worker.kill()
-            summary = f"the worker process {await worker.ended()} before it was ready"
-            raise WorkerStartError(summary, worker.death_error(summary))
+            self.kill()
+            summary = f"the worker process {await self.ended()} before it was ready"
+            raise WorkerStartError(summary, self.death_error(summary))
         except BaseException:
-            worker.abandon()  # no process left behind, whatever interrupted the start
+            self.abandon()
             raise
 
     @classmethod
-    async def _spawn(cls) -> _Worker:
+    async def spawn(cls) -> _Worker:
+        """A new worker process; it has imported nothing yet (see `handshake`)."""
         if not sys.executable or getattr(sys, "frozen", False):
             raise WorkerStartError(
                 "process isolation needs a Python interpreter to start workers with, and this "
@@ -338,6 +337,7 @@ class ProcessPool:
         self._cancels: dict[int, str] = {}  # run id -> why it was cancelled
         self._drained = asyncio.Event()
         self._drained.set()
+        self._starting: set[_Worker] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._closing = False
         self._log = get_logger(runner=spec.runner_id)
@@ -348,8 +348,7 @@ class ProcessPool:
         A worker that cannot start is logged; runs will report it too."""
         count = min(prewarm, self.max_workers)
         started = await asyncio.gather(
-            *(_Worker.start(self.spec, self.start_timeout) for _ in range(count)),
-            return_exceptions=True,
+            *(self._start_worker() for _ in range(count)), return_exceptions=True
         )
         for worker in started:
             if isinstance(worker, _Worker):
@@ -392,16 +391,16 @@ class ProcessPool:
         runs end `failed`, saying so). Runs asked for from now on fail without starting."""
         self._closing = True
         idle, self._idle = self._idle, []
-        for worker in idle:
-            self._retire(worker)
+        for idler in idle:
+            self._retire(idler)
         try:
             async with asyncio.timeout(grace):
                 await self._drained.wait()
         except TimeoutError:
-            for busy in self._runs.values():
-                if busy is not None:
-                    busy.killed_because = f"the runner shut down (grace of {grace:g}s)"
-                    busy.kill()
+            busy = [w for w in self._runs.values() if w is not None]
+            for worker in [*busy, *self._starting]:
+                worker.killed_because = f"the runner shut down (grace of {grace:g}s)"
+                worker.kill()
             await self._drained.wait()  # each run reports its killed worker at once
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
@@ -414,6 +413,9 @@ class ProcessPool:
                 return execution.outcome(
                     "failed", f"worker process could not start: {exc}", error=exc.error
                 )
+            if self._closing:  # closed while this worker was starting
+                self._retire(worker)
+                break
             keep = False
             try:
                 outcome, keep = await self._serve(worker, execution)
@@ -431,7 +433,16 @@ class ProcessPool:
             if worker.alive:
                 return worker
             self._retire(worker)  # seen dead while idle: reap it
-        return await _Worker.start(self.spec, self.start_timeout)
+        return await self._start_worker()
+
+    async def _start_worker(self) -> _Worker:
+        worker = await _Worker.spawn()
+        self._starting.add(worker)  # for close(), which ends starts as it ends runs
+        try:
+            await worker.handshake(self.spec, self.start_timeout)
+        finally:
+            self._starting.discard(worker)
+        return worker
 
     async def _serve(self, worker: _Worker, execution: Execution) -> tuple[RunOutcome | None, bool]:
         """The outcome (None: a reused worker was gone before it took the run), and whether

@@ -370,3 +370,24 @@ def test_close_kills_a_busy_worker_after_the_grace(dsn: str, tmp_path: Path) -> 
     assert row["message"] == (
         "worker process killed by SIGKILL (signal 9): the runner shut down (grace of 0.2s)"
     )
+
+
+def test_close_ends_a_worker_still_importing_the_app(dsn: str) -> None:
+    async def body(h: Harness) -> tuple[Row, float]:
+        claimed = await h.claim("iso-echo")
+        running = asyncio.create_task(h.pool.run(claimed, h.registry[claimed.job_name]))
+        await asyncio.sleep(0.5)  # the worker is somewhere in its 30 s import
+        began = time.monotonic()
+        await h.pool.close(grace=0.2)
+        took = time.monotonic() - began
+        await h.store.finish([await running])
+        row = await h.store.get_run(claimed.id)
+        assert row is not None
+        return row, took
+
+    row, took = scenario(dsn, body, apps=(APP, "tests.apps.slow_import:ext"))
+    print(f"close(grace=0.2) with a worker importing the app took {took:.2f}s")
+    assert row["status"] == "failed"
+    assert row["message"].startswith("worker process could not start")
+    assert "the runner shut down" in row["message"]
+    assert took < 10  # liveness only: not the import's 30 s
