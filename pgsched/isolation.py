@@ -124,7 +124,8 @@ class _Worker:
                 await self.ended()
                 raise WorkerStartError(message["message"], message.get("error"))
             self.kill()
-            summary = f"the worker process {await self.ended()} before it was ready"
+            how = await self.ended()
+            summary = f"the worker process {how} before it was ready{self.because}"
             raise WorkerStartError(summary, self.death_error(summary))
         except BaseException:
             self.abandon()
@@ -215,7 +216,8 @@ class _Worker:
                 self.proc.kill()
 
     async def ended(self, grace: float = _EXIT_WAIT) -> str:
-        """Wait for the end (SIGKILL after `grace`), then say how it ended."""
+        """Wait for the end (SIGKILL after `grace`), then say how it ended ('exited with code
+        3'); `because` says why, when we killed it."""
         await asyncio.wait({self._exited}, timeout=grace)
         if not self._exited.done():  # its pipe closed but it lives on (it closed descriptors)
             self.killed_because = self.killed_because or "it stopped answering the runner"
@@ -227,8 +229,12 @@ class _Worker:
         except TimeoutError:
             pass
         assert self.proc.returncode is not None
-        how = describe_exit(self.proc.returncode)
-        return f"{how}: {self.killed_because}" if self.killed_because else how
+        return describe_exit(self.proc.returncode)
+
+    @property
+    def because(self) -> str:
+        """': why we killed it', when we did."""
+        return f": {self.killed_because}" if self.killed_because else ""
 
     def abandon(self) -> None:
         """Kill it and drop its pipes without waiting (asyncio's child watcher reaps it)."""
@@ -491,7 +497,8 @@ class ProcessPool:
         if message is not None:  # a worker that breaks the protocol is not trusted again
             worker.killed_because = f"it sent {message['type']!r} instead of this run's outcome"
             worker.kill()
-        summary = f"worker process {await worker.ended()}"
+        how = await worker.ended()
+        summary = f"worker process {how}{worker.because}"
         execution.log.warning("worker process died during a run", how=summary)
         return execution.outcome("failed", summary, error=worker.death_error(summary))
 
