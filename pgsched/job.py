@@ -21,7 +21,7 @@ class Job:
 
     Optional class attributes are the per-job settings (see `pgsched.settings.JobSettings`):
     `enabled`, `timezone`, `timeout`, `max_attempts`, `retry_backoff`, `overlap`, `misfire`,
-    `misfire_grace`, `misfire_cap`, `tags`.
+    `misfire_grace`, `misfire_cap`, `tags`, `isolation`.
     """
 
     name: ClassVar[str] = ""

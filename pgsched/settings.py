@@ -15,6 +15,7 @@ from pgsched.errors import ConfigError, CronError
 
 __all__ = [
     "SETTING_NAMES",
+    "Isolation",
     "JobSettings",
     "Misfire",
     "Overlap",
@@ -25,6 +26,7 @@ __all__ = [
 
 Overlap = Literal["skip", "queue", "allow"]
 Misfire = Literal["skip", "once", "all"]
+Isolation = Literal["thread", "process"]  # process: a killable worker (pgsched.isolation)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class JobSettings:
     misfire_grace: float = 60.0  # seconds a tick may be late before it counts as missed
     misfire_cap: int = 100  # at most this many missed ticks are recorded/run
     tags: tuple[str, ...] = ()
+    isolation: Isolation = "thread"
 
 
 SETTING_NAMES: frozenset[str] = frozenset(f.name for f in dataclasses.fields(JobSettings))
@@ -154,6 +157,8 @@ def check_setting(name: str, value: object, *, where: str, timezone: str | None 
         return _choice(name, value, where, get_args(Overlap))
     if name == "misfire":
         return _choice(name, value, where, get_args(Misfire))
+    if name == "isolation":
+        return _choice(name, value, where, get_args(Isolation))
     assert name == "tags"
     if not isinstance(value, list | tuple) or not all(isinstance(t, str) and t for t in value):
         raise _bad(where, name, value, "a list of non-empty strings, e.g. ['nightly', 'billing']")

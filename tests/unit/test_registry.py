@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgsched import DefinitionError, Extension, ProfileError
+from pgsched import DefinitionError, Extension, Job, ProfileError
 from pgsched import registry as registry_module
 from pgsched.profile import load_profile
 from pgsched.registry import build_registry, discover
@@ -64,3 +64,42 @@ def test_profile_overrides_apply_and_record_their_source(tmp_path: Path) -> None
     assert definition.settings.schedule == "0 0 * * * *"
     assert definition.timezone == "Europe/Berlin"
     assert definition.overrides["schedule"].startswith(f"{path}:")
+
+
+class IsolatedJob(Job):
+    name = "isolated-class"
+    isolation = "process"
+
+
+class IsolatedExtension(Extension):
+    name = "isolated"
+
+    def jobs(self) -> list[Job]:
+        return [IsolatedJob(), *super().jobs()]
+
+
+isolated = IsolatedExtension()
+
+
+@isolated.job("isolated-decorated", isolation="process")
+def isolated_decorated(ctx: object) -> None: ...
+
+
+@isolated.job("isolated-by-profile")
+def isolated_by_profile(ctx: object) -> None: ...
+
+
+def test_isolation_is_set_in_code_or_in_the_profile(tmp_path: Path) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text(
+        "scheduler:\n  jobs:\n"
+        "    - job: isolated-by-profile\n      isolation: process\n"
+        "    - job: isolated-class\n      isolation: thread\n"
+    )
+    plain = build_registry([isolated], load_profile(None))
+    assert plain["isolated-class"].settings.isolation == "process"
+    assert plain["isolated-decorated"].settings.isolation == "process"
+    assert plain["isolated-by-profile"].settings.isolation == "thread"
+    overridden = build_registry([isolated], load_profile(path))
+    assert overridden["isolated-by-profile"].settings.isolation == "process"
+    assert overridden["isolated-class"].settings.isolation == "thread"

@@ -23,6 +23,7 @@ def test_setting_names_are_the_jobsettings_fields() -> None:
         "misfire_grace",
         "misfire_cap",
         "tags",
+        "isolation",
     } == SETTING_NAMES
 
 
@@ -30,6 +31,7 @@ def test_defaults_are_the_safe_choice() -> None:
     s = JobSettings()
     assert (s.schedule, s.enabled, s.timeout, s.max_attempts) == (None, True, None, 1)
     assert (s.overlap, s.misfire, s.misfire_cap) == ("skip", "once", 100)
+    assert s.isolation == "thread"
 
 
 @pytest.mark.parametrize(
@@ -93,6 +95,12 @@ def test_policies_list_the_allowed_values() -> None:
         check_setting("overlap", "parallel", where=WHERE)
     with pytest.raises(ConfigError, match="'skip', 'once', 'all'"):
         check_setting("misfire", "never", where=WHERE)
+
+
+def test_isolation_is_thread_or_process() -> None:
+    assert check_setting("isolation", "process", where=WHERE) == "process"
+    with pytest.raises(ConfigError, match=r"setting 'isolation'.*'thread', 'process'"):
+        check_setting("isolation", "subprocess", where=WHERE)
 
 
 def test_tags_become_a_tuple_of_strings() -> None:
