@@ -18,6 +18,7 @@ from . import __version__
 from .embedded import embedded_dsn
 from .errors import ConfigError, DatabaseError, PgschedError, UnknownJobError
 from .housekeeping import builtin_extension
+from .isolation import WorkerSpec
 from .logs import configure_logging
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
@@ -37,6 +38,7 @@ class App:
     dsn_option: str | None
     apps: Sequence[str]
     json: bool
+    log_level: str = "info"
     _profile: Profile | None = None
     _dsn: str | None = None
     _registry: Registry | None = field(default=None, repr=False)
@@ -63,6 +65,17 @@ class App:
             # full passes, which otherwise walk all of them again and again (100,000 jobs).
             gc.freeze()
         return self._registry
+
+    def worker_spec(self) -> WorkerSpec:
+        """How worker processes (isolation="process") import the same jobs."""
+        return WorkerSpec(
+            apps=tuple(self.apps),
+            profile_path=str(self.profile.path) if self.profile.path else None,
+            dsn=self.dsn,
+            schema=self.profile.schema,
+            runner_id="",
+            log_level=self.log_level,
+        )
 
     def store(self, **kwargs: Any) -> Store:
         return Store(self.dsn, self.profile.schema, **kwargs)
@@ -134,7 +147,7 @@ def cli(
 ) -> None:
     """pgsched: cron jobs for Python, coordinated through PostgreSQL."""
     configure_logging(log_level)
-    ctx.obj = App(profile_path, dsn, apps, as_json)
+    ctx.obj = App(profile_path, dsn, apps, as_json, log_level)
 
 
 @cli.command()
@@ -215,7 +228,7 @@ def runner(
         poll_interval=poll_interval or opts.poll_interval,
         listen=opts.listen and not no_listen,
     )
-    code = run_runner(app.store(), app.registry, settings)
+    code = run_runner(app.store(), app.registry, settings, app.worker_spec())
     sys.exit(code)
 
 
@@ -367,7 +380,9 @@ def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
             f"unknown job '{name}': no loaded extension defines it; known jobs: "
             f"{', '.join(app.registry.names)}. Pass --app MODULE:ATTR or list it in the profile"
         )
-    return run_inline(app.store(), app.registry, app.profile.runner, name, params)
+    return run_inline(
+        app.store(), app.registry, app.profile.runner, name, params, app.worker_spec()
+    )
 
 
 @jobs.command("status")

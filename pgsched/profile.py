@@ -346,7 +346,7 @@ def _read_runner(r: _Reader, node: Node) -> RunnerSettings:
     values: dict[str, object] = {}
     for name, value_node in fields.items():
         entry = f"runner.{name}"
-        if name in ("concurrency", "max_held_results"):
+        if name in ("concurrency", "max_held_results", "max_tasks_per_child"):
             values[name] = int(r.number(value_node, entry, integer=True, minimum=1))
         elif name == "prefetch":
             values[name] = int(r.number(value_node, entry, integer=True, minimum=0))

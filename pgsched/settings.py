@@ -196,6 +196,7 @@ class RunnerSettings:
     block_warning: float = 1.0  # an async job blocking its event loop this long is named
     flush_interval: float = 0.005  # results wait this long to be written in one batch
     max_held_results: int = 100_000  # results kept while the database is away; then no claims
+    max_tasks_per_child: int | None = None  # isolation="process": runs per worker, None = any
 
     @property
     def prefetch_runs(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parent.parent
+FINAL = ("succeeded", "failed", "skipped", "cancelled")
 
 FAST_PROFILE = """
 runner:
@@ -153,3 +155,31 @@ def wait_registered(
         f"{count} runners to register",
         procs,
     )
+
+
+def request(dsn: str, job: str, params: dict[str, Any] | None = None) -> int:
+    """A manual request, made with plain SQL as any client would."""
+    rows = query(
+        dsn,
+        "INSERT INTO pgsched.runs (job_name, params) VALUES (%s, %s) RETURNING id",
+        [job, json.dumps(params or {})],
+    )
+    return int(rows[0]["id"])
+
+
+def run_row(dsn: str, run_id: int) -> dict[str, Any]:
+    return query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])[0]
+
+
+def wait_status(
+    dsn: str,
+    run_id: int,
+    procs: Sequence[RunnerProcess],
+    statuses: Sequence[str] = FINAL,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        row = run_row(dsn, run_id)
+        return row if row["status"] in statuses else None
+
+    return wait_until(check, timeout, f"run {run_id} to be {'/'.join(statuses)}", procs)

@@ -5,7 +5,8 @@
   async jobs, never a heartbeat, a claim or a result write; `LoopWatch` names it in the log.
 - Plain `def` jobs run in a thread pool; the control loop only awaits their futures.
 - Jobs with `isolation = "process"` run in worker processes that can be killed (see
-  `pgsched.isolation`).
+  `pgsched.isolation`); the control loop drives the pool, so a hard timeout needs no help
+  from the job.
 
 Runs cross between the control loop and the job loop in batches (one thread hop per batch,
 not per run), and every run ends in exactly one call of `on_finished` on the control loop.
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..execution import Execution, UserPools
-from ..registry import Registry
+from ..isolation import ProcessPool, WorkerSpec
+from ..registry import JobDefinition, Registry
 from ..settings import RunnerSettings
 from ..store import ClaimedRun, RunOutcome
 from .duty import Duty
@@ -71,6 +73,7 @@ class Running:
 
     execution: Execution
     on_job_loop: bool
+    in_process: bool = False  # isolation = "process": in a worker process of the pool
     task: asyncio.Task[Any] | None = None  # the task it runs in (job loop or control loop)
     deadline: asyncio.TimerHandle | None = None  # control-side timeout (async jobs only)
 
@@ -86,6 +89,7 @@ class Executor:
         settings: RunnerSettings,
         on_finished: Callable[[RunOutcome, bool], None],
         log: Any,
+        worker_spec: WorkerSpec | None = None,
     ) -> None:
         self.registry = registry
         self.pools = pools
@@ -100,10 +104,22 @@ class Executor:
         self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
         self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
         self._inbound_signalled = False
+        self.processes = (
+            ProcessPool(
+                worker_spec,
+                max_workers=settings.concurrency,
+                max_tasks_per_child=settings.max_tasks_per_child,
+            )
+            if worker_spec is not None
+            else None
+        )
 
     def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.job_loop.start()
+        isolated = [d for d in self.registry if d.settings.isolation == "process"]
+        if isolated and self.processes is not None:  # the first run need not wait for imports
+            self._loop.create_task(self.processes.start(prewarm=1), name="prewarm-workers")
 
     def __len__(self) -> int:
         return len(self.running)
@@ -115,10 +131,16 @@ class Executor:
         assert self._loop is not None
         definition = self.registry.get(claimed.job_name)
         execution = Execution(claimed, definition, self.pools, self.runner_id)
-        on_job_loop = definition is not None and definition.is_async
-        running = Running(execution, on_job_loop)
+        in_process = definition is not None and definition.settings.isolation == "process"
+        on_job_loop = not in_process and definition is not None and definition.is_async
+        running = Running(execution, on_job_loop, in_process)
         self.running[claimed.id] = running
-        if on_job_loop:
+        if in_process:
+            assert definition is not None
+            running.task = self._loop.create_task(
+                self._run_in_process(running, definition), name=f"run-{claimed.id}"
+            )
+        elif on_job_loop:
             if not self._outbound:
                 self._loop.call_soon(self._hand_over)
             self._outbound.append(running)
@@ -140,6 +162,23 @@ class Executor:
         except Exception as exc:  # a bug of ours must not leave the run `running` forever
             self.log.exception("internal error running a job", run_id=execution.claimed.id)
             outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
+        self._finish(execution.claimed.id, outcome)
+
+    async def _run_in_process(self, running: Running, definition: JobDefinition) -> None:
+        """isolation = "process": in a worker process; its timeout is a hard one there."""
+        execution = running.execution
+        if self.processes is None:
+            outcome = execution.outcome(
+                "failed",
+                f'job {execution.name!r} has isolation="process", but this runner was started '
+                "without import paths for its workers (a background_runner given objects): "
+                "pass the app as 'module:attr' strings, or use isolation='thread'",
+            )
+        else:
+            try:
+                outcome = await self.processes.run(execution.claimed, definition)
+            except asyncio.CancelledError:  # shutdown: the pool retires (kills) the worker
+                outcome = execution.outcome("failed", _reason(execution, "cancelled"))
         self._finish(execution.claimed.id, outcome)
 
     def _hand_over(self) -> None:
@@ -212,7 +251,9 @@ class Executor:
             return
         running.execution.ctx.cancel(reason)
         task = running.task
-        if running.on_job_loop and task is not None:
+        if running.in_process and self.processes is not None:
+            self.processes.cancel(run_id, reason)
+        elif running.on_job_loop and task is not None:
             self.job_loop.call(task.cancel)
         # a thread cannot be stopped: a sync job sees ctx.cancelled, and its run is ended
         # by `abort` (or its own return) — the awaiting task is not cancelled here
@@ -225,7 +266,9 @@ class Executor:
         recorded here."""
         for running in self.running.values():
             if not running.on_job_loop and running.task is not None:
-                running.task.cancel()  # first: the run ends failed even if the job returns
+                # first: the run ends failed even if the job returns now; a worker process
+                # is killed
+                running.task.cancel()
         for run_id in list(self.running):
             self.cancel(run_id, reason)
         end = time.monotonic() + wait
@@ -252,7 +295,10 @@ class Executor:
         return not self.running
 
     async def close(self) -> None:
-        """Close the users' pools where they live and stop the job loop."""
+        """Stop the worker processes (before this thread ends: they die with the thread that
+        started them), close the users' pools where they live and stop the job loop."""
+        if self.processes is not None:
+            await self.processes.close(grace=1.0)
         try:
             await self.job_loop.run(self.pools.close_async(), timeout=5.0)
         except (TimeoutError, RuntimeError) as exc:

@@ -16,6 +16,7 @@ never runs there (see `executing`). Duties, by module:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from typing import Any
 from .. import __version__
 from ..errors import DatabaseError, DatabaseUnavailableError
 from ..execution import UserPools
+from ..isolation import WorkerSpec
 from ..logs import get_logger
 from ..registry import Registry
 from ..settings import RunnerSettings
@@ -58,6 +60,7 @@ class Runner:
         settings: RunnerSettings,
         *,
         runner_id: str | None = None,
+        worker_spec: WorkerSpec | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -67,7 +70,11 @@ class Runner:
         self.pools = UserPools(store.dsn, max_size=max(2, settings.concurrency))
         self.health = Health(self.log, on_back=self._database_back)
         self.results = Results(store, settings, self.log)
-        self.executor = Executor(registry, self.pools, self.id, settings, self._finished, self.log)
+        if worker_spec is not None:  # workers log as this runner
+            worker_spec = dataclasses.replace(worker_spec, runner_id=self.id)
+        self.executor = Executor(
+            registry, self.pools, self.id, settings, self._finished, self.log, worker_spec
+        )
         self.slots = Slots(settings, self.executor)
         self.claimer = Claimer(store, self.id, settings, self.slots, self.results)
         self.give_back = GiveBack(store, settings, self.slots, self.log)
@@ -315,9 +322,14 @@ def run_in_control_thread(runner: Runner, coro: Any) -> Any:
             signal.signal(sig, handler)
 
 
-def run_runner(store: Store, registry: Registry, settings: RunnerSettings) -> int:
+def run_runner(
+    store: Store,
+    registry: Registry,
+    settings: RunnerSettings,
+    worker_spec: WorkerSpec | None = None,
+) -> int:
     """`pgsched runner`: serve until SIGTERM/SIGINT; returns the process exit code."""
-    runner = Runner(store, registry, settings)
+    runner = Runner(store, registry, settings, worker_spec=worker_spec)
     code: int = run_in_control_thread(runner, runner.serve())
     leave_without_leaked_threads(code, runner.log)
     return code
@@ -329,9 +341,12 @@ def run_inline(
     settings: RunnerSettings,
     job_name: str,
     params: dict[str, Any],
+    worker_spec: WorkerSpec | None = None,
 ) -> int:
     """`pgsched jobs run --inline`: the run's id, once its result is written."""
-    runner = Runner(store, registry, settings, runner_id=new_runner_id("cli:"))
+    runner = Runner(
+        store, registry, settings, runner_id=new_runner_id("cli:"), worker_spec=worker_spec
+    )
     run_id: int = run_in_control_thread(runner, runner.serve_one(job_name, params))
     return run_id
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import signal
 import subprocess
 import time
@@ -26,8 +25,11 @@ from tests.runners import (
     RunnerProcess,
     pgsched,
     query,
+    request,
+    run_row,
     runners,
     wait_registered,
+    wait_status,
     wait_until,
     write_profile,
 )
@@ -35,38 +37,9 @@ from tests.runners import (
 pytestmark = pytest.mark.slow
 
 FAULTS = "tests.apps.faults:ext"
-FINAL = ("succeeded", "failed", "skipped", "cancelled")
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def request(dsn: str, job: str, params: dict[str, Any] | None = None) -> int:
-    """A manual request, made with plain SQL as any client would."""
-    rows = query(
-        dsn,
-        "INSERT INTO pgsched.runs (job_name, params) VALUES (%s, %s) RETURNING id",
-        [job, json.dumps(params or {})],
-    )
-    return int(rows[0]["id"])
-
-
-def run_row(dsn: str, run_id: int) -> dict[str, Any]:
-    return query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])[0]
-
-
-def wait_status(
-    dsn: str,
-    run_id: int,
-    procs: Sequence[RunnerProcess],
-    statuses: Sequence[str] = FINAL,
-    timeout: float = 20,
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        row = run_row(dsn, run_id)
-        return row if row["status"] in statuses else None
-
-    return wait_until(check, timeout, f"run {run_id} to be {'/'.join(statuses)}", procs)
 
 
 def runner_of(dsn: str, run: dict[str, Any], procs: Sequence[RunnerProcess]) -> RunnerProcess:
