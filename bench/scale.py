@@ -40,7 +40,7 @@ from bench.common import (
 )
 from pgsched.planning import DueJob, plan_claim
 from pgsched.queries import named_queries
-from pgsched.store import Store, tick_params
+from pgsched.store import tick_params
 
 EVERY = "* * * * * *"
 
