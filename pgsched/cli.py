@@ -24,10 +24,10 @@ from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
 from .runner import run_inline, run_runner
+from .states import FINAL_STATUSES, RUN_STATUSES
 from .store import Store
 
 T = TypeVar("T")
-FINAL = {"succeeded", "failed", "skipped", "cancelled"}
 
 
 @dataclass
@@ -366,7 +366,7 @@ async def _request(
     else:
         click.echo(f"run {run_id} of '{name}' requested", err=True)
     run = await store.get_run(run_id)
-    while wait and run is not None and run["status"] not in FINAL:
+    while wait and run is not None and run["status"] not in FINAL_STATUSES:
         await asyncio.sleep(0.1)
         run = await store.get_run(run_id)
     assert run is not None
@@ -425,7 +425,7 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name", required=False)
 @click.option(
     "--status",
-    type=click.Choice(["pending", "running", "succeeded", "failed", "skipped", "cancelled"]),
+    type=click.Choice(RUN_STATUSES),
 )
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1))
 @json_option

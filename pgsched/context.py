@@ -8,14 +8,13 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the definitions layer never imports database code at run time
     from psycopg import AsyncConnection, Connection
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-Trigger = Literal["schedule", "manual", "retry"]
-
+from .states import Trigger
 
 _EVENT_LOCK = threading.Lock()
 

@@ -21,6 +21,7 @@ from .context import Cancelled, JobContext
 from .logs import LazyLogger
 from .registry import JobDefinition
 from .result import coerce_result
+from .states import OutcomeStatus
 from .store import ClaimedRun, RunOutcome
 
 MAX_MESSAGE = 10_000
@@ -183,7 +184,7 @@ class Execution:
         self.ctx = JobContext(
             run_id=claimed.id,
             job_name=claimed.job_name,
-            trigger=claimed.trigger,  # type: ignore[arg-type]
+            trigger=claimed.trigger,
             scheduled_for=claimed.scheduled_for,
             attempt=claimed.attempt,
             params=claimed.params,
@@ -206,7 +207,7 @@ class Execution:
 
     def outcome(
         self,
-        status: str,
+        status: OutcomeStatus,
         message: str | None = None,
         *,
         error: dict[str, Any] | None = None,

@@ -9,12 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Literal
 
 from .cron import CronSchedule, parse_schedule
 from .errors import CronError
-
-TickStatus = Literal["running", "pending", "skipped", "failed"]
+from .states import TickStatus
 
 
 @dataclass(frozen=True)

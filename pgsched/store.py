@@ -31,6 +31,7 @@ from .errors import (
 from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
+from .states import OutcomeStatus, Trigger
 from .ticks import next_ticks_after
 
 Row = dict[str, Any]
@@ -80,7 +81,7 @@ class ClaimedRun:
 
     id: int
     job_name: str
-    trigger: str
+    trigger: Trigger
     scheduled_for: datetime | None
     attempt: int
     params: dict[str, Any]
@@ -105,7 +106,7 @@ class RunOutcome:
 
     run_id: int
     lease: str
-    status: str  # succeeded | failed | cancelled
+    status: OutcomeStatus
     started_at: float | None  # epoch seconds on the database clock (see Execution._at)
     finished_at: float | None
     message: str | None = None
