@@ -92,12 +92,18 @@ class Health:
             self._on_back()
 
 
-async def drive(duty: Duty, health: Health, log: Any, fail: Callable[[str], None]) -> None:
+async def drive(
+    duty: Duty,
+    health: Health,
+    log: Any,
+    fail: Callable[[str], None],
+    backoff: Backoff | None = None,
+) -> None:
     """Run `duty` step after step until it is stopped. A database outage means backoff and
     retry, for as long as it lasts; any other error is logged with the duty's name and the
     step retried with backoff, and after MAX_FAILURES in a row the runner is stopped
     (`fail`), since a duty that keeps failing means the runner is not doing its work."""
-    backoff = Backoff()
+    backoff = backoff or Backoff()
     failures = 0
     while not duty.stopped:
         try:

@@ -61,12 +61,13 @@ class Runner:
         *,
         runner_id: str | None = None,
         worker_spec: WorkerSpec | None = None,
+        log: Any = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
         self.id = runner_id or new_runner_id()
-        self.log = get_logger(runner=self.id)
+        self.log = log if log is not None else get_logger(runner=self.id)
         self.pools = UserPools(store.dsn, max_size=max(2, settings.concurrency))
         self.health = Health(self.log, on_back=self._database_back)
         self.results = Results(store, settings, self.log)
@@ -121,7 +122,8 @@ class Runner:
         """Stop gracefully; safe from any thread (a signal handler, the host application)."""
         self._stop_requested = True
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with suppress(RuntimeError):  # the loop is closed: the runner has stopped already
+                self._loop.call_soon_threadsafe(self._stop.set)
 
     def _fail(self, reason: str) -> None:
         self.log.error("runner stopping: a duty keeps failing", reason=reason)

@@ -1,0 +1,320 @@
+"""The runner driven in-process against the real test database: its pacing, prefetch,
+shutdown order and duty supervision, each checked by calling it rather than by spawning
+processes and sleeping (procrastinate's tests/unit/test_worker.py is the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pgsched import Extension, JobContext
+from pgsched.errors import DatabaseUnavailableError
+from pgsched.profile import Profile
+from pgsched.registry import Registry, build_registry
+from pgsched.runner import Runner
+from pgsched.runner.claiming import Claimer
+from pgsched.runner.duty import MAX_FAILURES, Backoff, Duty, Health, drive
+from pgsched.runner.results import Results
+from pgsched.runner.slots import Slots
+from pgsched.runner.supervisor import ControlThread
+from pgsched.settings import RunnerSettings
+from pgsched.store import ClaimedRun, Store
+from tests.runners import query, request, wait_until
+
+ext = Extension("in-process")
+release = threading.Event()  # what `waits` waits for
+
+
+@ext.job("quick", overlap="allow", description="returns at once")
+def quick(ctx: JobContext) -> str:
+    return "done"
+
+
+@ext.job("waits", overlap="allow", description="waits until the test lets it go (or is cancelled)")
+def waits(ctx: JobContext) -> str:
+    while not release.wait(0.02):
+        if ctx.cancelled:
+            return "cancelled"
+    return "released"
+
+
+@ext.job("soon", schedule="* * * * * *", description="every second", enabled=False)
+def soon(ctx: JobContext) -> None:
+    return None
+
+
+REGISTRY = build_registry([ext], Profile(None, None))
+
+
+@dataclass
+class Log:
+    """A structlog-shaped logger that keeps what it is told."""
+
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def _record(self, level: str, event: str, **kw: Any) -> None:
+        self.events.append((level, event, kw))
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._record("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._record("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._record("error", event, **kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._record("exception", event, **kw)
+
+    def names(self) -> list[str]:
+        return [event for _, event, _ in self.events]
+
+
+def synced(dsn: str, registry: Registry = REGISTRY) -> None:
+    async def go() -> None:
+        store = Store(dsn)
+        await store.open()
+        try:
+            await store.sync(registry)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+@contextmanager
+def runner_thread(dsn: str, log: Log, **settings: Any) -> Iterator[tuple[Runner, ControlThread]]:
+    synced(dsn)
+    values = {"heartbeat_interval": 0.5, "lease_timeout": 3, "poll_interval": 1, **settings}
+    runner = Runner(Store(dsn), REGISTRY, RunnerSettings(**values), log=log)
+    thread = ControlThread(runner.serve())
+    thread.start()
+    try:
+        wait_until(lambda: query(dsn, "SELECT 1 FROM pgsched.runners"), 10, "registered")
+        yield runner, thread
+    finally:
+        release.set()
+        runner.request_stop()
+        thread.join(30)
+
+
+def statuses(dsn: str) -> dict[int, str]:
+    return {r["id"]: r["status"] for r in query(dsn, "SELECT id, status FROM pgsched.runs")}
+
+
+# --- the whole runner ------------------------------------------------------------------------
+
+
+def test_prefetched_runs_start_one_after_another_as_the_slot_frees(dsn: str) -> None:
+    release.set()
+    with runner_thread(dsn, Log(), concurrency=1, prefetch=2) as _:
+        ids = [request(dsn, "quick") for _ in range(5)]
+        wait_until(lambda: all(statuses(dsn)[i] == "succeeded" for i in ids), 10, "all done")
+    rows = query(dsn, "SELECT started_at, finished_at FROM pgsched.runs ORDER BY started_at")
+    for before, after in itertools.pairwise(rows):
+        assert after["started_at"] >= before["finished_at"]  # one slot: never two at once
+
+
+def test_shutdown_gives_back_what_never_started_and_fails_what_outlives_the_grace(
+    dsn: str,
+) -> None:
+    """The written order: no new claims; running jobs get the grace period; unstarted runs
+    go back to pending; what still runs is failed; results are written; the runner leaves."""
+    release.clear()
+    log = Log()
+    with runner_thread(dsn, log, concurrency=1, prefetch=1, grace_period=0.3, prefetch_hold=30) as (
+        runner,
+        thread,
+    ):
+        first, second = request(dsn, "waits"), request(dsn, "waits")
+        wait_until(lambda: statuses(dsn) == {first: "running", second: "running"}, 10, "held")
+        runner.request_stop()
+        assert thread.wait() == 0
+    rows = {r["id"]: r for r in query(dsn, "SELECT * FROM pgsched.runs")}
+    assert rows[first]["status"] == "failed" and "shutdown" in rows[first]["message"]
+    assert rows[second]["status"] == "pending" and rows[second]["runner"] is None
+    assert not query(dsn, "SELECT 1 FROM pgsched.runners")
+    order = [
+        "stop requested: no new claims, finishing running jobs",
+        "released prefetched runs",
+        "runner stopped",
+    ]
+    names = log.names()
+    assert [n for n in names if n in order] == order, names
+
+
+def test_inline_run_goes_through_the_executor_and_the_result_path(dsn: str) -> None:
+    synced(dsn)
+    runner = Runner(Store(dsn), REGISTRY, RunnerSettings(), runner_id="cli:test", log=Log())
+    thread = ControlThread(runner.serve_one("quick", {"a": 1}))
+    thread.start()
+    run_id = thread.wait()
+    row = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])[0]
+    assert row["status"] == "succeeded" and row["message"] == "done" and row["params"] == {"a": 1}
+    assert row["runner"] == "cli:test" and not query(dsn, "SELECT 1 FROM pgsched.runners")
+
+
+# --- claim pacing, with a stand-in executor that only records what it is asked to start ---------
+
+
+class RecordingExecutor:
+    def __init__(self) -> None:
+        self.running: dict[int, ClaimedRun] = {}
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def start(self, run: ClaimedRun) -> None:
+        self.running[run.id] = run
+
+
+async def claimer_for(dsn: str, **settings: Any) -> tuple[Claimer, RecordingExecutor, Store]:
+    store = Store(dsn)
+    await store.open()
+    await store.sync(REGISTRY)
+    values = {"lookahead": 0.0, **settings}
+    runner_settings = RunnerSettings(**values)
+    executor = RecordingExecutor()
+    slots = Slots(runner_settings, executor)  # type: ignore[arg-type]
+    await store.register_runner("test-runner", "host", 1, runner_settings.concurrency, "test")
+    results = Results(store, runner_settings, Log())
+    return Claimer(store, "test-runner", runner_settings, slots, results), executor, store
+
+
+def test_a_claim_takes_no_more_than_the_free_slots_and_leaves_the_rest_pending(dsn: str) -> None:
+    synced(dsn)
+    ids = [request(dsn, "quick") for _ in range(5)]
+
+    async def go() -> float | None:
+        claimer, executor, store = await claimer_for(dsn, concurrency=2, prefetch=0)
+        try:
+            wait = await claimer.step()
+            assert sorted(executor.running) == ids[:2]
+            return wait
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) is None  # full: the next finished run wakes it, not a timer
+    states = statuses(dsn)
+    assert [states[i] for i in ids] == ["running"] * 2 + ["pending"] * 3
+
+
+def test_with_prefetch_a_claim_takes_slots_plus_prefetch_and_waits_for_half_of_it(
+    dsn: str,
+) -> None:
+    synced(dsn)
+    for _ in range(10):
+        request(dsn, "quick")
+
+    async def go() -> None:
+        claimer, executor, store = await claimer_for(dsn, concurrency=2, prefetch=4)
+        try:
+            await claimer.step()
+            assert len(executor.running) == 2 and len(claimer.slots.prefetched) == 4
+            executor.running.popitem()  # one slot frees: the queue is still full
+            assert not claimer.slots.worth_claiming(claimer.slots.capacity())
+            claimer.slots.fill()
+            claimer.slots.fill()
+            executor.running.clear()
+            claimer.slots.fill()  # two more start; the queue is down to half
+            assert claimer.slots.worth_claiming(claimer.slots.capacity())
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_an_idle_claim_sleeps_until_the_next_tick_by_the_database_clock(dsn: str) -> None:
+    async def go() -> float | None:
+        claimer, _, store = await claimer_for(dsn, poll_interval=1)
+        try:
+            # the job's next tick in 3 s, by the database clock
+            query(
+                dsn,
+                "UPDATE pgsched.jobs SET enabled = true, "
+                "next_run_at = now() + interval '3 seconds' WHERE name = 'soon'",
+            )
+            return await claimer.step()
+        finally:
+            await store.close()
+
+    wait = asyncio.run(go())
+    assert wait is not None and 0.5 < wait <= 1.0  # the poll interval (1 s) comes first
+    # ... and with a longer poll interval, the tick's own time
+    query(dsn, "DELETE FROM pgsched.runners")
+
+    async def longer() -> float | None:
+        claimer, _, store = await claimer_for(dsn, poll_interval=30)
+        try:
+            query(
+                dsn,
+                "UPDATE pgsched.jobs SET enabled = true, "
+                "next_run_at = now() + interval '3 seconds' WHERE name = 'soon'",
+            )
+            return await claimer.step()
+        finally:
+            await store.close()
+
+    wait = asyncio.run(longer())
+    assert wait is not None and 2.0 < wait <= 3.0
+
+
+# --- duty supervision (no database) -------------------------------------------------------------
+
+
+class Failing(Duty):
+    name = "failing"
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        super().__init__()
+        self.errors = errors
+        self.steps = 0
+
+    async def step(self) -> float | None:
+        self.steps += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.stop()
+        return None
+
+
+def test_a_duty_that_keeps_failing_stops_the_runner_naming_itself() -> None:
+    log, reasons = Log(), []
+    duty = Failing([RuntimeError("bug")] * (MAX_FAILURES + 5))
+    health = Health(log, on_back=lambda: None)
+    asyncio.run(drive(duty, health, log, reasons.append, Backoff(0.001, 0.001)))
+    assert duty.steps == MAX_FAILURES
+    assert reasons and "failing duty failed 10 times" in reasons[0]
+    assert all(kw["duty"] == "failing" for level, _, kw in log.events if level == "exception")
+
+
+def test_a_database_outage_is_waited_out_and_logged_once() -> None:
+    log, reasons, backs = Log(), [], []
+    outage = [DatabaseUnavailableError("database unavailable: gone")] * (MAX_FAILURES * 2)
+    duty = Failing(list(outage))
+    health = Health(log, on_back=lambda: backs.append(1))
+    asyncio.run(drive(duty, health, log, reasons.append, Backoff(0.001, 0.001)))
+    assert not reasons and duty.steps == MAX_FAILURES * 2 + 1
+    assert [level for level, _, _ in log.events] == ["error", "info"]  # down once, back once
+    assert backs == [1]
+
+
+def test_a_failure_in_between_successes_is_retried_not_fatal() -> None:
+    log, reasons = Log(), []
+    duty = Failing([RuntimeError("once")])
+    started = time.monotonic()
+    asyncio.run(drive(duty, Health(log, lambda: None), log, reasons.append, Backoff(0.001, 0.01)))
+    assert not reasons and duty.steps == 2 and time.monotonic() - started < 5
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
