@@ -57,7 +57,12 @@ def test_async_job_blocking_its_loop_for_three_leases_runs_once_and_succeeds(
         run = wait_status(dsn, run_id, procs, timeout=40)
         after = request(dsn, "echo", {"log": str(log)})  # both runners still serve
         wait_status(dsn, after, procs)
-        output = "\n".join(p.output() for p in procs)
+        output = wait_until(  # the watchdog reports the block's end within a moment
+            lambda: (text := "\n".join(p.output() for p in procs)) * ("blocked the event" in text),
+            10,
+            "the end of the block in the log",
+            procs,
+        )
     print(f"\nblocking async job: {run['status']}, {run['message']!r}")
     assert run["status"] == "succeeded", run
     assert run["message"] == "blocked the loop for 9s and finished"
