@@ -412,10 +412,11 @@ SETTINGS = (
 
 def settings_with_sources(job: Row) -> list[Row]:
     """Each setting with where its value came from: `profile.yaml:LINE` from the job's
-    `overrides`, else the code at `origin`."""
+    `overrides`, else "code" (the definition at the job's `origin`)."""
     overrides: dict[str, str] = job.get("overrides") or {}
-    code = f"code ({job['origin']})" if job.get("origin") else "code"
-    return [{"setting": s, "value": job.get(s), "source": overrides.get(s, code)} for s in SETTINGS]
+    return [
+        {"setting": s, "value": job.get(s), "source": overrides.get(s, "code")} for s in SETTINGS
+    ]
 
 
 def verdict(e: Explanation) -> list[str]:

@@ -119,7 +119,7 @@ def test_pages_show_jobs_ticks_runs_and_zones(client: TestClient, synced: str) -
     assert 'class="tick f-on_time"' in jobs and 'class="tick f-missed"' in jobs
     assert "class-job" not in jobs  # filtered out by the search
     job = client.get("/jobs/class-job", headers=AUTH).text
-    assert "At 03:00, UTC" in job and "code (" in job
+    assert "At 03:00, UTC" in job and ">code<" in job
     (failed,) = query(synced, "SELECT id FROM pgsched.runs WHERE status = 'failed'")
     run = client.get(f"/runs/{failed['id']}", headers=AUTH).text
     assert "Retry chain" in run and " UTC" in run

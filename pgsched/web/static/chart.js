@@ -6,7 +6,12 @@
   if (!el || typeof uPlot === "undefined") return;
   var plot = null;
   function secs(u, vals) {
-    return vals.map(function (v) { return v == null ? "" : v < 1 ? (v * 1000).toFixed(0) + " ms" : v.toFixed(1) + " s"; });
+    return vals.map(function (v) {
+      if (v == null) return "";
+      if (Math.abs(v) >= 1) return v.toFixed(Math.abs(v) < 10 ? 1 : 0) + " s";
+      var ms = v * 1000;
+      return ms.toFixed(Math.abs(ms) < 10 && ms !== 0 ? 1 : 0) + " ms";
+    });
   }
   function options(width) {
     return {
