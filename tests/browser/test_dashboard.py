@@ -7,6 +7,7 @@ Needs Debian's `chromium` package (`apt-get install -y chromium`) and Playwright
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -31,6 +32,8 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# The screenshots of docs/screenshots/ are refreshed with PGSCHED_SCREENSHOTS=1; otherwise they
+# go to the test's temporary folder, so a test run leaves the work tree as it was.
 SHOTS = ROOT / "docs" / "screenshots"
 APP = ("--app", "tests.apps.basic:ext")
 
@@ -103,9 +106,10 @@ def forger(target: str) -> Any:
     return Starlette(routes=[Route("/", page)])
 
 
-def shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / name), full_page=True)
+def shot(page: Any, name: str, folder: Path) -> None:
+    target = SHOTS if os.environ.get("PGSCHED_SCREENSHOTS") == "1" else folder
+    target.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target / name), full_page=True)
 
 
 def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
@@ -148,12 +152,12 @@ def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
 
                 page.goto(base + "/")
                 page.wait_for_selector("text=live runners")
-                shot(page, "overview.png")
+                shot(page, "overview.png", tmp_path)
 
                 # find the job through the search, and see its tick strip
                 page.click("text=Jobs")
                 page.locator("tr[data-job='tick-every-two'] .strip a.tick").first.wait_for()
-                shot(page, "jobs.png")
+                shot(page, "jobs.png", tmp_path)
                 page.fill("input[name=q]", "every-second")
                 page.click("button:has-text('Filter')")
                 row = page.locator("tr[data-job='tick-every-second']")
@@ -161,7 +165,7 @@ def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
                 assert page.locator("tr[data-job]").count() == 1
                 row.locator("a", has_text="tick-every-second").click()
                 page.wait_for_selector("#chart .uplot")
-                shot(page, "job-detail.png")
+                shot(page, "job-detail.png", tmp_path)
 
                 # run now, with params, and watch it finish without a reload
                 page.goto(base + "/jobs/echo-params")
@@ -190,7 +194,7 @@ def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
                 (failed,) = query(dsn, "SELECT id FROM pgsched.runs WHERE status = 'failed'")
                 page.goto(f"{base}/runs/{failed['id']}")
                 page.wait_for_selector("pre.tb")
-                shot(page, "run-detail.png")
+                shot(page, "run-detail.png", tmp_path)
 
                 # another site's page posting to the dashboard is refused
                 with page.expect_response(lambda r: r.url.endswith("/pause")) as refused:
