@@ -59,9 +59,9 @@ def add_history(dsn: str, per_job: int) -> int:
             """
             INSERT INTO pgsched.runs (job_name, trigger, status, scheduled_for, run_after,
                                       started_at, finished_at, message)
-            SELECT j.name, 'schedule', CASE WHEN d % 10 = 1 THEN 'failed' ELSE 'succeeded' END,
+            SELECT j.name, 'schedule', CASE WHEN d %% 10 = 1 THEN 'failed' ELSE 'succeeded' END,
                    t, t, t + interval '3 ms', t + interval '20 ms',
-                   CASE WHEN d % 10 = 1 THEN 'ValueError: boom' END
+                   CASE WHEN d %% 10 = 1 THEN 'ValueError: boom' END
             FROM pgsched.jobs j, generate_series(1, %(n)s) AS d,
                  LATERAL (SELECT date_trunc('day', now()) - make_interval(days => d)
                                  + (hashtext(j.name) & 65535) * interval '1 second' AS t) x
