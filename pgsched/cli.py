@@ -593,32 +593,38 @@ def health(ctx: click.Context, as_json: bool) -> None:
 def jobs_explain(ctx: click.Context, name: str, as_json: bool) -> None:
     """Why NAME did or did not run: state, schedule, last ticks, runners, what blocks it."""
     from dataclasses import asdict
-
-    from .render import cell
+    from zoneinfo import ZoneInfo
 
     app: App = ctx.obj
     e = _with_insight(app, lambda i: i.explain(name))
     if _wants_json(ctx, as_json):
         _print_json(asdict(e))
         return
-    job = e.job
+    job, zone = e.job, ZoneInfo(e.job["timezone"])
+
+    def at(moment: datetime | None) -> str:
+        return "-" if moment is None else f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}"
+
     click.echo(f"{job['name']}: {e.state}")
     for reason in e.verdict:
         click.echo(f"  - {reason}")
-    schedule = job["schedule"] or "none (manual only)"
-    click.echo(f"\nschedule  {schedule}  ({e.schedule_words})")
-    click.echo(f"next tick {cell(job['next_run_at'])} ({job['timezone']})")
+    if job["schedule"]:
+        click.echo(f"\nschedule   {job['schedule']}  ({e.schedule_words})")
+        click.echo(f"next tick  {at(job['next_run_at'])}")
+    else:
+        click.echo("\nschedule   none: manual only")
     click.echo(
-        f"policies  overlap={job['overlap']} misfire={job['misfire']} "
+        f"policies   overlap={job['overlap']} misfire={job['misfire']} "
         f"misfire_grace={job['misfire_grace']:g}s"
     )
     click.echo(f"\nlive runners ({len(e.runners)}):")
     for r in e.runners:
         click.echo(f"  {r['id']}  version {r['version'] or '?'}  running {r['running']}")
-    click.echo(f"\nlast ticks ({len(e.ticks)}), newest last:")
-    for t in e.ticks:
-        why = f"  {t['message']}" if t["message"] else ""
-        click.echo(f"  {cell(t['scheduled_for'])}  {t['fate']:<8} run {t['id']}{why}")
+    if job["schedule"]:
+        click.echo(f"\nlast ticks ({len(e.ticks)}), oldest first:")
+        for t in e.ticks:
+            why = f"  {t['message']}" if t["message"] else ""
+            click.echo(f"  {at(t['scheduled_for'])}  {t['fate']:<8} run {t['id']}{why}")
 
 
 @cli.command()

@@ -284,3 +284,49 @@ def test_explain_names_the_running_run_that_blocks_a_job(synced: str) -> None:
     out = pgsched("jobs", "explain", "sleeps", "--json", dsn=synced)
     assert out.returncode == 0, out.stderr
     assert f"blocked: run {run['id']} is running" in out.stdout and "overlap=skip" in out.stdout
+
+
+def test_runs_filter_by_time_range_in_the_dashboard_zone(client: TestClient, synced: str) -> None:
+    query(
+        synced,
+        "INSERT INTO pgsched.runs (job_name, created_at) VALUES "
+        "('echo-params', '2026-01-10 12:00+00'), ('uses-db', '2026-01-12 12:00+00')",
+    )
+    page = client.get("/runs?since=2026-01-11T00:00&until=2026-01-13T00:00", headers=AUTH).text
+    assert "uses-db" in page and "echo-params" not in page
+
+
+def test_pgsched_dashboard_serves_pages_and_metrics(synced: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.runners import ROOT, env_for
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgsched", "dashboard", "--bind", f"127.0.0.1:{port}"],
+        env=env_for(synced),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def metrics() -> httpx.Response | None:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            except httpx.TransportError:
+                return None
+
+        response = wait_until(metrics, timeout=30, what="the dashboard to listen")
+        assert response.status_code == 200 and "pgsched_runners_live 0.0" in response.text
+        jobs = httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=5)
+        assert jobs.status_code == 200 and "read-only" in jobs.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
