@@ -330,3 +330,17 @@ def test_pgsched_dashboard_serves_pages_and_metrics(synced: str) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_read_only_dashboard_runs_under_the_reader_role(synced: str) -> None:
+    import uuid
+
+    from psycopg.conninfo import make_conninfo
+
+    role = f"pgsched_reader_{uuid.uuid4().hex[:8]}"
+    query(synced, f'CREATE ROLE "{role}" LOGIN')
+    assert pgsched("grant", "reader", role, dsn=synced).returncode == 0
+    app = create_app(make_conninfo(synced, user=role), credentials=None)
+    with TestClient(app, base_url="http://dash.test") as reader:
+        for path in ("/", "/jobs", "/jobs/echo-params", "/runs", "/metrics"):
+            assert reader.get(path).status_code == 200, path
