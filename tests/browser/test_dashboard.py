@@ -41,7 +41,8 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the browser test needs Playwright: pip install playwright"
 )
 pytest.importorskip("uvicorn", reason="the dashboard needs pip install 'pgsched[web]'")
-if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+CHROMIUM = CHROMIUM if Path(CHROMIUM).exists() else (shutil.which("chromium") or "")
+if not CHROMIUM:
     pytest.skip(
         "the browser test needs Chromium at /usr/bin/chromium: apt-get install -y chromium",
         allow_module_level=True,
