@@ -514,5 +514,127 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(0)
 
 
+# --- operating it: health, explain, dashboard (issue 13) ---------------------------------------
+
+
+def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `action` with an open `pgsched.insight.Insight`, like `App.with_store`."""
+    from .insight import Insight
+
+    async def go() -> T:
+        insight = Insight(
+            app.dsn, app.profile.schema, lease_timeout=app.profile.runner.lease_timeout, max_size=2
+        )
+        try:
+            await insight.open(wait=True, timeout=15)
+        except DatabaseError as exc:
+            raise ConfigError(
+                f"cannot connect to the database at {_safe_dsn(app.dsn)} ({exc}); check "
+                "--dsn, PGSCHED_DATABASE_URL or database.url in the profile"
+            ) from exc
+        try:
+            return await action(insight)
+        finally:
+            await insight.close()
+
+    return asyncio.run(go())
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Exit 0 when a runner is live and no tick is overdue, else 1 with the reason."""
+    app: App = ctx.obj
+    result = _with_insight(app, lambda i: i.health())
+    if _wants_json(ctx, as_json):
+        _print_json(
+            {
+                "ok": result.ok,
+                "live_runners": result.live_runners,
+                "overdue": result.overdue,
+                "reasons": result.reasons,
+            }
+        )
+    elif result.ok:
+        click.echo(f"healthy: {result.live_runners} live runner(s), no overdue tick")
+    else:
+        for reason in result.reasons:
+            click.echo(f"unhealthy: {reason}")
+    sys.exit(0 if result.ok else 1)
+
+
+@jobs.command("explain")
+@click.argument("name")
+@json_option
+@click.pass_context
+def jobs_explain(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Why NAME did or did not run: state, schedule, last ticks, runners, what blocks it."""
+    from dataclasses import asdict
+    from zoneinfo import ZoneInfo
+
+    app: App = ctx.obj
+    e = _with_insight(app, lambda i: i.explain(name))
+    if _wants_json(ctx, as_json):
+        _print_json(asdict(e))
+        return
+    job, zone = e.job, ZoneInfo(e.job["timezone"])
+
+    def at(moment: datetime | None) -> str:
+        return "-" if moment is None else f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}"
+
+    click.echo(f"{job['name']}: {e.state}")
+    for reason in e.verdict:
+        click.echo(f"  - {reason}")
+    if job["schedule"]:
+        click.echo(f"\nschedule   {job['schedule']}  ({e.schedule_words})")
+        click.echo(f"next tick  {at(job['next_run_at'])}")
+    else:
+        click.echo("\nschedule   none: manual only")
+    click.echo(
+        f"policies   overlap={job['overlap']} misfire={job['misfire']} "
+        f"misfire_grace={job['misfire_grace']:g}s"
+    )
+    click.echo(f"\nlive runners ({len(e.runners)}):")
+    for r in e.runners:
+        click.echo(f"  {r['id']}  version {r['version'] or '?'}  running {r['running']}")
+    if job["schedule"]:
+        click.echo(f"\nlast ticks ({len(e.ticks)}), oldest first:")
+        for t in e.ticks:
+            why = f"  {t['message']}" if t["message"] else ""
+            click.echo(f"  {at(t['scheduled_for'])}  {t['fate']:<8} run {t['id']}{why}")
+
+
+@cli.command()
+@click.option(
+    "--bind",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen.",
+)
+@click.pass_obj
+def dashboard(app: App, bind: str) -> None:
+    """The web dashboard and cluster metrics (/metrics); read-only unless
+    PGSCHED_DASHBOARD_USER and PGSCHED_DASHBOARD_PASSWORD are set."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"'{bind}' is not HOST:PORT", param_hint="--bind")
+    try:
+        from .web import serve
+    except ImportError as exc:
+        raise ConfigError(
+            f"the dashboard needs the web extra ({exc.name} is missing): pip install 'pgsched[web]'"
+        ) from exc
+    serve(
+        app.dsn,
+        schema=app.profile.schema,
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        lease_timeout=app.profile.runner.lease_timeout,
+        timezone=app.profile.timezone,
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -14,10 +14,10 @@ GRANT SELECT ON {schema}.alembic_version TO {role};
 -- May request a manual run (only job_name and params: it cannot forge a status or a result)
 -- and read history; may not change history, jobs or runners.
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners TO {role};
+GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions TO {role};
 GRANT INSERT (job_name, params) ON {schema}.runs TO {role};
 
 -- name: reader
--- Dashboards and ad-hoc history queries.
+-- Dashboards and ad-hoc history queries (a read-only `pgsched dashboard` runs as this).
 GRANT USAGE ON SCHEMA {schema} TO {role};
-GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners TO {role};
+GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions TO {role};

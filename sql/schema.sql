@@ -1,6 +1,7 @@
 -- pgsched schema, version 0001. `{schema}` is replaced by the quoted schema name.
 -- Applied by migrations/versions/0001_initial.py; kept here whole so it can be read in one sitting.
--- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay).
+-- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay),
+-- 0003_actions.sql (pgsched.actions, the ledger of operators' actions).
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

@@ -30,6 +30,14 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0002_vacuum.py",
         "pgsched/sql/0002_vacuum.sql",
         "pgsched/sql/0002_vacuum_down.sql",
+        "pgsched/migrations/versions/0003_actions.py",
+        "pgsched/sql/0003_actions.sql",
+        "pgsched/sql/0003_actions_down.sql",
+        "pgsched/sql/insight.sql",
+        "pgsched/web/templates/base.html",
+        "pgsched/web/static/htmx.min.js",
+        "pgsched/web/static/uPlot.iife.min.js",
+        "pgsched/web/static/README.md",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"

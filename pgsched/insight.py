@@ -1,0 +1,475 @@
+"""The operator's read model (and the few operator actions): every query of sql/insight.sql.
+
+The dashboard, its `/metrics`, `pgsched health` and `pgsched jobs explain` speak in these
+verbs and never in SQL. Like the store, it runs over its own `AsyncConnectionPool`; unlike the
+store it is never on a runner's hot path, so it favours complete answers over round trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .cron import parse_schedule
+from .errors import ConfigError, CronError, UnknownJobError
+from .queries import DEFAULT_SCHEMA, named_queries
+from .store import translate_error
+
+Row = dict[str, Any]
+JobState = Literal["enabled", "paused", "disabled", "orphaned", "invalid"]
+Action = Literal["run", "pause", "resume", "cancel", "retry"]
+
+LATE_AFTER = 1.0
+"""Seconds after its tick a run may start and still count as on time."""
+
+JOB_STATES: tuple[JobState, ...] = ("enabled", "paused", "disabled", "orphaned", "invalid")
+
+
+class ActionRefused(ConfigError):
+    """An operator's action that the state of the run or job does not allow."""
+
+
+@functools.lru_cache(maxsize=4096)
+def schedule_problem(expression: str | None, timezone: str) -> str | None:
+    """Why a job's schedule cannot fire (NULL schedule: manual only, not a problem)."""
+    if expression is None:
+        return None
+    try:
+        parse_schedule(expression, timezone)
+    except CronError as exc:
+        return str(exc)
+    return None
+
+
+def job_state(row: Row) -> JobState:
+    """One word for what the scheduler will do with a job; orphaned wins over everything."""
+    if row.get("orphaned"):
+        return "orphaned"
+    if schedule_problem(row.get("schedule"), row.get("timezone") or "UTC"):
+        return "invalid"
+    if not row.get("enabled"):
+        return "disabled"
+    return "paused" if row.get("paused") else "enabled"
+
+
+@functools.lru_cache(maxsize=4096)
+def describe_schedule(expression: str | None, timezone: str = "UTC") -> str:
+    """The schedule in words ("At 02:30, Europe/Berlin"), read as pgsched reads it: 6 fields,
+    seconds first (macros and 5-field forms expanded first, so cron-descriptor never guesses
+    the field order). Falls back to the expression when cron-descriptor is absent."""
+    if expression is None:
+        return "manual only"
+    try:
+        normalised = parse_schedule(expression, timezone).normalised
+    except CronError:
+        return "invalid schedule"
+    try:
+        from cron_descriptor import Options, get_description
+    except ImportError:  # the `web` extra is not installed
+        return f"{normalised} ({timezone})"
+    options = Options()
+    options.use_24hour_time_format = True
+    options.verbose = False
+    text: str = get_description(normalised, options)
+    return f"{text}, {timezone}"
+
+
+@dataclass(frozen=True)
+class Health:
+    """Healthy: at least one live runner and no overdue tick."""
+
+    live_runners: int
+    overdue: list[Row]
+    reasons: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What `/metrics` reports, read in one pass over the tables."""
+
+    runners_live: int
+    pending: dict[str, int]
+    running: dict[str, int]
+    overdue: dict[str, int]
+    next_run: dict[str, float]
+    last_success: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a job did or did not run: facts, then `verdict`, one sentence per reason."""
+
+    job: Row
+    state: JobState
+    schedule_problem: str | None
+    schedule_words: str
+    ticks: list[Row]
+    runners: list[Row]
+    blocking: list[Row]
+    pending: list[Row]
+    last_misfire: Row | None
+    verdict: list[str] = field(default_factory=list)
+
+
+class Insight:
+    """Async read model of one pgsched schema, plus the dashboard's recorded actions."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        lease_timeout: float = 15.0,
+        max_size: int = 4,
+    ) -> None:
+        self.schema = schema
+        self.lease_timeout = lease_timeout
+        self.q = named_queries(schema, "insight.sql")
+        self.pool = AsyncConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            timeout=10,
+            name=f"pgsched-insight-{schema}",
+        )
+
+    async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
+        try:
+            await self.pool.open(wait=wait, timeout=timeout)
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate_error(exc, self.schema) from exc
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        async with self._connection() as conn:
+            return await _run(conn, self.q[name], params)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; psycopg's errors come out as pgsched's own (see store.py)."""
+        if self.pool.closed:  # mounted in a host app whose lifespan never opened it
+            await self.open()
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise translate_error(exc, self.schema) from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """One transaction: an action and its ledger row commit together or not at all."""
+        async with self._connection() as conn, conn.transaction():
+            yield conn
+
+    async def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
+        rows = await self._all(name, params)
+        return rows[0] if rows else None
+
+    # --- cluster ----------------------------------------------------------------------------
+
+    async def live_runners(self) -> list[Row]:
+        return await self._all("live_runners", {"lease_timeout": self.lease_timeout})
+
+    async def overdue_ticks(self, limit: int = 1000) -> list[Row]:
+        return await self._all("overdue_ticks", {"limit": limit})
+
+    async def overview(self, hours: int = 24, limit: int = 20) -> Row:
+        """Live runners, running runs, recent failures (retry chains resolved), overdue and
+        missed ticks."""
+        window = {"hours": hours, "limit": limit}
+        return {
+            "runners": await self.live_runners(),
+            "running": await self._all("running_runs", {"limit": 100}),
+            "failures": await self._all("recent_failures", window),
+            "missed": await self._all("recent_missed", window),
+            "overdue": await self.overdue_ticks(limit),
+            "actions": await self._all("recent_actions", {"job": None, "limit": 10}),
+        }
+
+    async def health(self) -> Health:
+        runners = await self.live_runners()
+        overdue = await self.overdue_ticks(limit=100)
+        reasons = []
+        if not runners:
+            reasons.append(
+                f"no live runner: none has heartbeated in the last {self.lease_timeout:g} s "
+                "(start one with `pgsched runner`)"
+            )
+        if overdue:
+            names = ", ".join(f"{r['job_name']} ({r['count']})" for r in overdue[:5])
+            more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
+            reasons.append(f"{len(overdue)} job(s) with overdue ticks: {names}{more}")
+        return Health(len(runners), overdue, reasons)
+
+    async def cluster_snapshot(self) -> ClusterSnapshot:
+        runners = await self.live_runners()
+        in_flight = await self._all("metrics_in_flight")
+        jobs = await self._all("metrics_jobs")
+        overdue = await self.overdue_ticks(limit=100_000)
+        by_status: dict[str, dict[str, int]] = {"pending": {}, "running": {}}
+        for r in in_flight:
+            by_status[r["status"]][r["job_name"]] = r["n"]
+        return ClusterSnapshot(
+            runners_live=len(runners),
+            pending=by_status["pending"],
+            running=by_status["running"],
+            overdue={r["job_name"]: r["count"] for r in overdue},
+            next_run={j["name"]: j["next_run"] for j in jobs if j["next_run"] is not None},
+            last_success={
+                j["name"]: j["last_success"] for j in jobs if j["last_success"] is not None
+            },
+        )
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def jobs_page(
+        self, q: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Row], int]:
+        """One page of jobs (with state, schedule in words and tick strip) and the total.
+
+        "invalid" is decided in Python (the cron rules live there), so that filter reads the
+        enabled jobs and keeps the invalid ones."""
+        db_state = "enabled" if state == "invalid" else state
+        params = {"q": q or None, "state": db_state, "limit": limit, "offset": offset}
+        rows = await self._all("list_jobs", params)
+        total = (await self._one("count_jobs", params) or {"n": 0})["n"]
+        strips = await self.tick_strips([r["name"] for r in rows])
+        for r in rows:
+            r["state"] = job_state(r)
+            r["schedule_words"] = describe_schedule(r["schedule"], r["timezone"])
+            r["ticks"] = strips.get(r["name"], [])
+        if state == "invalid":
+            rows = [r for r in rows if r["state"] == "invalid"]
+        return rows, total
+
+    async def tick_strips(self, names: Sequence[str], per_job: int = 30) -> dict[str, list[Row]]:
+        if not names:
+            return {}
+        rows = await self._all(
+            "tick_strips", {"names": list(names), "per_job": per_job, "late_after": LATE_AFTER}
+        )
+        strips: dict[str, list[Row]] = {}
+        for r in rows:
+            strips.setdefault(r["job_name"], []).append(r)
+        return strips
+
+    async def get_job(self, name: str) -> Row:
+        row = await self._one("get_job", {"name": name})
+        if row is None:
+            raise UnknownJobError(
+                f"unknown job '{name}': no row in {self.schema}.jobs; run `pgsched jobs list` "
+                "to see the jobs, or `pgsched sync` after adding it"
+            )
+        row["state"] = job_state(row)
+        row["schedule_problem"] = schedule_problem(row["schedule"], row["timezone"])
+        row["schedule_words"] = describe_schedule(row["schedule"], row["timezone"])
+        return row
+
+    async def job_detail(self, name: str, runs: int = 25) -> Row:
+        """A job with where each setting came from, its schedules, runs and tick strip."""
+        job = await self.get_job(name)
+        schedules = await self._all("job_schedules", {"name": name})
+        for s in schedules:
+            s["words"] = describe_schedule(s["cron"], s["timezone"])
+        return {
+            "job": job,
+            "settings": settings_with_sources(job),
+            "schedules": schedules,
+            "runs": await self._all("job_runs", {"name": name, "limit": runs}),
+            "ticks": (await self.tick_strips([name], per_job=60)).get(name, []),
+            "actions": await self._all("recent_actions", {"job": name, "limit": 10}),
+        }
+
+    async def job_timings(self, name: str, limit: int = 500) -> list[Row]:
+        return await self._all("job_timings", {"name": name, "limit": limit})
+
+    async def explain(self, name: str) -> Explanation:
+        job = await self.get_job(name)
+        activity = await self._all("job_activity", {"name": name})
+        ticks = (await self.tick_strips([name], per_job=10)).get(name, [])
+        e = Explanation(
+            job=job,
+            state=job["state"],
+            schedule_problem=job["schedule_problem"],
+            schedule_words=job["schedule_words"],
+            ticks=ticks,
+            runners=await self.live_runners(),
+            blocking=[a for a in activity if a["status"] == "running"],
+            pending=[a for a in activity if a["status"] == "pending"],
+            last_misfire=await self._one("last_misfire", {"name": name}),
+        )
+        e.verdict.extend(verdict(e))
+        return e
+
+    # --- runs -------------------------------------------------------------------------------
+
+    async def search_runs(
+        self,
+        *,
+        job: str | None = None,
+        status: str | None = None,
+        trigger: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        params = dict(
+            job=job, status=status, trigger=trigger, since=since, until=until, before=before
+        )
+        return await self._all("search_runs", {**params, "limit": limit})
+
+    async def run_detail(self, run_id: int) -> Row | None:
+        """A run with its retry chain (every attempt, this one included)."""
+        run = await self._one("get_run", {"id": run_id})
+        if run is None:
+            return None
+        chain = run["retry_of"] or run["id"]
+        run["chain"] = await self._all("retry_chain", {"job": run["job_name"], "chain": chain})
+        return run
+
+    # --- actions ----------------------------------------------------------------------------
+
+    async def request_run(self, name: str, params: dict[str, Any], actor: str) -> int:
+        await self.get_job(name)
+        async with self._transaction() as conn:
+            (row,) = await _run(
+                conn, self.q["request_run"], {"name": name, "params": Jsonb(params), "actor": actor}
+            )
+            await self._record(conn, actor, "run", name, row["id"], {"params": params})
+        return int(row["id"])
+
+    async def set_paused(self, name: str, paused: bool, actor: str) -> None:
+        async with self._transaction() as conn:
+            rows = await _run(conn, self.q["set_paused"], {"name": name, "paused": paused})
+            if not rows:
+                raise UnknownJobError(f"unknown job '{name}'")
+            await self._record(conn, actor, "pause" if paused else "resume", name, None, {})
+
+    async def cancel_run(self, run_id: int, actor: str) -> str:
+        """Cancel a pending run; returns its job. A running run is refused: stopping one
+        needs its runner's cooperation, which the dashboard cannot ask for yet."""
+        message = f"cancelled by {actor} from the dashboard"
+        async with self._transaction() as conn:
+            rows = await _run(conn, self.q["cancel_pending"], {"id": run_id, "message": message})
+            if not rows:
+                raise ActionRefused(
+                    f"run {run_id} is not pending: only pending runs can be cancelled"
+                )
+            job = str(rows[0]["job_name"])
+            await self._record(conn, actor, "cancel", job, run_id, {})
+        return job
+
+    async def retry_run(self, run_id: int, actor: str) -> int:
+        """A new manual request of the run's job with the run's params."""
+        async with self._transaction() as conn:
+            rows = await _run(conn, self.q["retry_run"], {"id": run_id, "actor": actor})
+            if not rows:
+                raise ActionRefused(f"run {run_id} does not exist")
+            new = rows[0]
+            await self._record(conn, actor, "retry", new["job_name"], new["id"], {"of": run_id})
+        return int(new["id"])
+
+    async def _record(
+        self,
+        conn: AsyncConnection[Any],
+        actor: str,
+        action: Action,
+        job: str | None,
+        run: int | None,
+        detail: dict[str, Any],
+    ) -> None:
+        params = dict(actor=actor, action=action, job=job, run=run, detail=Jsonb(detail))
+        await _run(conn, self.q["record_action"], params)
+
+
+async def _run(conn: AsyncConnection[Any], query: str, params: dict[str, Any] | None) -> list[Row]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query.encode(), params or {})
+    return await cur.fetchall() if cur.description else []
+
+
+SETTINGS = (
+    "schedule",
+    "timezone",
+    "enabled",
+    "timeout",
+    "max_attempts",
+    "retry_backoff",
+    "overlap",
+    "misfire",
+    "misfire_grace",
+    "misfire_cap",
+    "tags",
+)
+
+
+def settings_with_sources(job: Row) -> list[Row]:
+    """Each setting with where its value came from: `profile.yaml:LINE` from the job's
+    `overrides`, else "code" (the definition at the job's `origin`)."""
+    overrides: dict[str, str] = job.get("overrides") or {}
+    return [
+        {"setting": s, "value": job.get(s), "source": overrides.get(s, "code")} for s in SETTINGS
+    ]
+
+
+def verdict(e: Explanation) -> list[str]:
+    """The reasons a job runs or does not, most decisive first."""
+    job, name = e.job, e.job["name"]
+    reasons: list[str] = []
+    if e.state == "orphaned":
+        reasons.append(
+            "orphaned: no code defines it any more, so it never fires (history kept); restore "
+            "its definition and run `pgsched sync`"
+        )
+    if e.schedule_problem:
+        reasons.append(f"invalid schedule: {e.schedule_problem}")
+    if not job["enabled"] and e.state != "orphaned":
+        reasons.append("disabled in code or profile (`enabled: false`); re-enabled by a sync")
+    if job["paused"]:
+        reasons.append(f"paused by an operator: no tick fires until `pgsched jobs resume {name}`")
+    if job["schedule"] is None:
+        reasons.append("manual only: no schedule; it runs when requested")
+    if not e.runners:
+        reasons.append("no live runner: nothing will claim its ticks or requests")
+    if e.blocking and job["overlap"] in ("skip", "queue"):
+        first = e.blocking[0]
+        then = "ticks are skipped" if job["overlap"] == "skip" else "ticks wait behind it"
+        since = _stamp(first["started_at"])
+        reasons.append(
+            f"blocked: run {first['id']} is running (since {since}); "
+            f"overlap={job['overlap']}, so {then} until it finishes"
+        )
+    if e.pending:
+        oldest = _stamp(e.pending[0]["run_after"])
+        reasons.append(f"{len(e.pending)} run(s) pending, the oldest may start at {oldest}")
+    if e.last_misfire is not None:
+        reasons.append(
+            f"misfire={job['misfire']} last decided (run {e.last_misfire['id']}, "
+            f"{e.last_misfire['status']}): {e.last_misfire['message']}"
+        )
+    if not reasons and job["next_run_at"] is not None:
+        reasons.append(f"scheduled: next tick at {_stamp(job['next_run_at'])}")
+    return reasons
+
+
+def _stamp(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S %Z")
