@@ -379,9 +379,8 @@ def _read_retention(r: _Reader, node: Node) -> RetentionOptions:
     fields = r.mapping(node, "retention", _RETENTION_KEYS)
     options = RetentionOptions()
     if "keep_days" in fields:
+        # 0 turns pruning off (the README's promise): history is then kept forever.
         keep = r.number(fields["keep_days"], "retention.keep_days", integer=False, minimum=0)
-        if keep <= 0:
-            raise r.error(fields["keep_days"], "retention.keep_days", "must be > 0", "fix it")
         options = dataclasses.replace(options, keep_days=float(keep))
     if "prune_schedule" in fields:
         value_node = fields["prune_schedule"]

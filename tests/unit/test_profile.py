@@ -188,7 +188,7 @@ def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None
         ("runner:\n  concurrency: 0\n", ":2: runner.concurrency: expected a whole number >= 1"),
         ("runner:\n  poll_interval: soon\n", ":2: runner.poll_interval: invalid value 'soon'"),
         ("runner:\n  lease_timeout: 1\n", ":2: runner.lease_timeout: lease_timeout (1s) must"),
-        ("retention:\n  keep_days: 0\n", ":2: retention.keep_days:"),
+        ("retention:\n  keep_days: -1\n", ":2: retention.keep_days: expected a number >= 0"),
         ("retention:\n  prune_schedule: nope\n", ":2: retention.prune_schedule: "),
         ("scheduler:\n  jobs:\n    - job: 3\n", ":3: scheduler.jobs[0].job: expected text"),
     ],
@@ -212,3 +212,17 @@ def test_env_profile_and_dsn_precedence(tmp_path: Path, monkeypatch: pytest.Monk
 
     with pytest.raises(ProfileError, match="not found"):
         profile_from_env(str(tmp_path / "other.yaml"), None)
+
+
+def test_keep_days_zero_disables_pruning_as_the_readme_says(tmp_path: Path) -> None:
+    from pgsched.housekeeping import PRUNE_JOB, builtin_extension
+
+    path = tmp_path / "profile.yaml"
+    path.write_text("retention:\n  keep_days: 0\n")
+    retention = load_profile(path).retention
+    assert retention.keep_days == 0
+    (prune,) = [
+        job for job in builtin_extension(retention, "pgsched").jobs() if job.name == PRUNE_JOB
+    ]
+    assert prune.settings().enabled is False
+    assert "disabled" in prune.description
