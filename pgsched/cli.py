@@ -20,12 +20,13 @@ from .embedded import embedded_dsn
 from .errors import ConfigError, PgschedError, UnknownJobError
 from .execution import Execution, UserPools
 from .housekeeping import builtin_extension
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
 from .runner import RunnerConfig, keep_alive, run_runner
 from .store import Store
+from .topology import Topology, resolve_topology
 
 T = TypeVar("T")
 FINAL = {"succeeded", "failed", "skipped", "cancelled"}
@@ -42,6 +43,7 @@ class App:
     _profile: Profile | None = None
     _dsn: str | None = None
     _registry: Registry | None = field(default=None, repr=False)
+    _topology: Topology | None = field(default=None, repr=False)
 
     @property
     def profile(self) -> Profile:
@@ -66,8 +68,22 @@ class App:
             gc.freeze()
         return self._registry
 
+    @property
+    def topology(self) -> Topology:
+        """How to connect (pooler, LISTEN): resolved once per process (pgsched.topology)."""
+        if self._topology is None:
+            db = self.profile.database
+            self._topology = resolve_topology(self.dsn, db.pooler, db.listen_url)
+        return self._topology
+
     def store(self, **kwargs: Any) -> Store:
-        return Store(self.dsn, self.profile.schema, **kwargs)
+        return Store(
+            self.dsn,
+            self.profile.schema,
+            topology=self.topology,
+            lock_timeout=self.profile.database.lock_timeout,
+            **kwargs,
+        )
 
     def with_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
         async def go() -> T:
@@ -173,7 +189,12 @@ def _upgrade(app: App) -> tuple[str | None, str]:
     from .migrate import upgrade
 
     try:
-        return upgrade(app.dsn, app.profile.schema)
+        return upgrade(
+            app.dsn,
+            app.profile.schema,
+            lock_timeout=app.profile.database.lock_timeout,
+            connect_kwargs=app.topology.connect_kwargs,
+        )
     except sqlalchemy.exc.OperationalError as exc:
         raise ConfigError(
             f"cannot migrate the database at {_safe_dsn(app.dsn)} ({exc.orig}); check --dsn, "
@@ -234,12 +255,22 @@ def runner(
         heartbeat_interval=opts.heartbeat_interval,
         lease_timeout=opts.lease_timeout,
         grace_period=opts.grace_period,
-        listen=opts.listen and not no_listen,
+        listen=_can_listen(app, opts.listen and not no_listen),
         prefetch=opts.prefetch if opts.prefetch is not None else (concurrency or opts.concurrency),
         lookahead=opts.lookahead,
     )
     code = run_runner(app.store(), app.registry, config)
     sys.exit(code)
+
+
+def _can_listen(app: App, wanted: bool) -> bool:
+    """LISTEN unless told not to or impossible here; then say why, once, and poll."""
+    if wanted and (why := app.topology.listen_unavailable):
+        get_logger().warning(
+            "LISTEN is off: " + why, poll_interval=app.profile.runner.poll_interval
+        )
+        return False
+    return wanted
 
 
 @cli.command()
@@ -390,7 +421,7 @@ async def _run_inline(app: App, store: Store, name: str, params: dict[str, Any])
         )
     runner_id = f"cli:{socket.gethostname()}:{os.getpid()}"
     await store.register_runner(runner_id, socket.gethostname(), os.getpid(), 0, __version__)
-    pools = UserPools(store.dsn)
+    pools = UserPools(store.dsn, kwargs=store.topology.connect_kwargs)
     heartbeat = asyncio.create_task(
         keep_alive(store, runner_id, app.profile.runner.heartbeat_interval)
     )

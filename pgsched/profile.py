@@ -23,6 +23,7 @@ from pgsched.errors import ConfigError, ProfileError
 from pgsched.settings import SETTING_NAMES, check_setting, parse_duration, suggest
 
 __all__ = [
+    "DatabaseOptions",
     "JobOverride",
     "Profile",
     "RetentionOptions",
@@ -33,6 +34,8 @@ __all__ = [
 
 ENV_PROFILE = "PGSCHED_PROFILE"
 ENV_DATABASE_URL = "PGSCHED_DATABASE_URL"
+ENV_LISTEN_URL = "PGSCHED_LISTEN_URL"
+POOLERS = ("auto", "none", "transaction")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ class RunnerOptions:
 
 
 @dataclass(frozen=True)
+class DatabaseOptions:
+    """How to connect, beyond the URL (README "Behind PgBouncer" and "Locks")."""
+
+    pooler: str = "auto"  # auto (probe once per process) | none | transaction
+    listen_url: str | None = None  # a direct connection for LISTEN, behind a pooler
+    lock_timeout: float = 60.0  # seconds a sync or migration waits for its lock, then fails
+
+
+@dataclass(frozen=True)
 class RetentionOptions:
     keep_days: float = 14.0
     prune_schedule: str = "0 */10 * * * *"
@@ -73,11 +85,12 @@ class Profile:
     timezone: str = "UTC"
     jobs: tuple[JobOverride, ...] = ()
     runner: RunnerOptions = field(default_factory=RunnerOptions)
+    database: DatabaseOptions = field(default_factory=DatabaseOptions)
     retention: RetentionOptions = field(default_factory=RetentionOptions)
 
 
 _TOP_KEYS = frozenset({"database", "extensions", "scheduler", "runner", "retention"})
-_DATABASE_KEYS = frozenset({"url", "schema"})
+_DATABASE_KEYS = frozenset({"url", "schema", "pooler", "listen_url", "lock_timeout"})
 _SCHEDULER_KEYS = frozenset({"enabled", "timezone", "jobs"})
 _JOB_KEYS = SETTING_NAMES | {"job", "extension"}
 _RUNNER_KEYS = frozenset(f.name for f in dataclasses.fields(RunnerOptions))
@@ -231,6 +244,7 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
     top = r.mapping(root, "profile", _TOP_KEYS)
     url: str | None = None
     schema = "pgsched"
+    database = DatabaseOptions()
     if "database" in top:
         db = r.mapping(top["database"], "database", _DATABASE_KEYS)
         if "url" in db:
@@ -244,6 +258,7 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
                     f"{schema!r} is not a plain SQL identifier",
                     "use letters, digits and underscores (at most 63)",
                 )
+        database = _read_database(r, db)
 
     extensions: list[str] = []
     if "extensions" in top and not _is_null(top["extensions"]):
@@ -297,8 +312,30 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
         timezone=timezone,
         jobs=jobs,
         runner=runner,
+        database=database,
         retention=retention,
     )
+
+
+def _read_database(r: _Reader, db: dict[str, Node]) -> DatabaseOptions:
+    options = DatabaseOptions()
+    if "pooler" in db:
+        pooler = r.string(db["pooler"], "database.pooler")
+        if pooler not in POOLERS:
+            raise r.error(
+                db["pooler"],
+                "database.pooler",
+                f"unknown pooler mode {pooler!r}",
+                "use auto (probe), none, or transaction (PgBouncer pool_mode = transaction)",
+            )
+        options = dataclasses.replace(options, pooler=pooler)
+    if "listen_url" in db:
+        listen = r.string(db["listen_url"], "database.listen_url", optional=True)
+        options = dataclasses.replace(options, listen_url=listen)
+    if "lock_timeout" in db:
+        timeout = r.duration(db["lock_timeout"], "database.lock_timeout")
+        options = dataclasses.replace(options, lock_timeout=timeout)
+    return options
 
 
 def _read_jobs(r: _Reader, node: Node, timezone: str) -> tuple[JobOverride, ...]:
@@ -399,4 +436,7 @@ def profile_from_env(explicit_path: str | None, explicit_dsn: str | None) -> Pro
     path = explicit_path or os.environ.get(ENV_PROFILE) or None
     profile = load_profile(path)
     dsn = explicit_dsn or os.environ.get(ENV_DATABASE_URL) or profile.database_url
+    if listen := os.environ.get(ENV_LISTEN_URL):
+        database = dataclasses.replace(profile.database, listen_url=listen)
+        profile = dataclasses.replace(profile, database=database)
     return dataclasses.replace(profile, database_url=dsn)

@@ -74,7 +74,9 @@ class Runner:
         self.config = config
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.log = get_logger(runner=self.id)
-        self.pools = UserPools(store.dsn, max_size=max(2, config.concurrency))
+        self.pools = UserPools(
+            store.dsn, max_size=max(2, config.concurrency), kwargs=store.topology.connect_kwargs
+        )
         self.executor = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
         self._active: dict[int, tuple[Execution, asyncio.Task[None]]] = {}
         self._prefetched: deque[ClaimedRun] = deque()  # claimed, not started yet
@@ -500,7 +502,7 @@ class Runner:
         while True:
             try:
                 async with await AsyncConnection.connect(
-                    self.store.dsn,
+                    self.store.topology.listen_dsn or self.store.dsn,  # direct, behind a pooler
                     autocommit=True,
                     connect_timeout=10,
                     keepalives=1,

@@ -18,10 +18,12 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from .errors import ConfigError, UnknownJobError
+from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan, plan_claim
 from .queries import DEFAULT_SCHEMA, named_queries
 from .registry import JobDefinition, Registry
 from .ticks import next_ticks_after
+from .topology import Topology
 
 Row = dict[str, Any]
 
@@ -106,16 +108,26 @@ def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
 class Store:
     """Async access to one pgsched schema through a connection pool."""
 
-    def __init__(self, dsn: str, schema: str = DEFAULT_SCHEMA, *, max_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        max_size: int = 4,
+        topology: Topology | None = None,
+        lock_timeout: float = 60.0,
+    ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.q = named_queries(schema)
+        self.topology = topology or Topology(dsn)  # how every connection to dsn is opened
+        self.lock_timeout = lock_timeout  # how long a sync waits for its lock
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self.topology.connect_kwargs},
             timeout=10,
             name=f"pgsched-store-{schema}",
         )
@@ -346,7 +358,7 @@ class Store:
         leaves no dead tuples behind in the table every claim scans."""
         async with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["lock_sync"], {"schema": self.schema})
+            await acquire(conn, sync_lock(self.schema, self.lock_timeout), self.schema)
             await cur.execute(self.q["synced_jobs"])
             existing = {r["name"]: r for r in await cur.fetchall()}
             await cur.execute(self.q["db_now"])

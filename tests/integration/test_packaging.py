@@ -30,6 +30,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0002_vacuum.py",
         "pgsched/sql/0002_vacuum.sql",
         "pgsched/sql/0002_vacuum_down.sql",
+        "pgsched/migrations/versions/0003_topology.py",
+        "pgsched/sql/0003_topology.sql",
+        "pgsched/sql/0003_topology_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"
