@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection, Connection, errors
 from psycopg.rows import dict_row
 
-from .errors import PgschedError
+from .errors import ConfigError, PgschedError
 from .logs import get_logger
 from .queries import named_queries, quote_ident
 
@@ -34,11 +34,19 @@ class LockWait:
     query: str
     relation: str
     timeout: float
+    fix_denied: str  # what to do when this role may not take the lock
 
     def steps(self) -> list[float]:
-        """The lock_timeout of each attempt: a short one to report after, then the rest."""
-        first = min(REPORT_AFTER, self.timeout)
-        return [first, self.timeout - first] if self.timeout > first else [first]
+        """The lock_timeout of each attempt: a short one to report after (REPORT_AFTER, or
+        half of a shorter timeout), then the rest."""
+        first = min(REPORT_AFTER, self.timeout / 2)
+        return [first, self.timeout - first]
+
+    def denied(self, exc: errors.InsufficientPrivilege) -> ConfigError:
+        return ConfigError(
+            f"{self.what} cannot lock {self.relation} ({exc.diag.message_primary}); "
+            f"{self.fix_denied}"
+        )
 
     def report(self, holders: list[dict[str, Any]], waited: float) -> None:
         get_logger().warning(
@@ -86,6 +94,8 @@ async def acquire(conn: AsyncConnection[Any], wait: LockWait, schema: str) -> No
         try:
             await cur.execute(q["set_lock_timeout"], {"value": _ms(step)})
             await cur.execute(q[wait.query])
+        except errors.InsufficientPrivilege as exc:
+            raise wait.denied(exc) from exc
         except errors.LockNotAvailable:
             await cur.execute("ROLLBACK TO SAVEPOINT pgsched_lock")
             await cur.execute(q["lock_holders"], {"relation": wait.relation})
@@ -112,6 +122,8 @@ def acquire_sync(conn: Connection[Any], wait: LockWait, schema: str) -> None:
         try:
             cur.execute(q["set_lock_timeout"], {"value": _ms(step)})
             cur.execute(q[wait.query])
+        except errors.InsufficientPrivilege as exc:
+            raise wait.denied(exc) from exc
         except errors.LockNotAvailable:
             cur.execute("ROLLBACK TO SAVEPOINT pgsched_lock")
             holders = cur.execute(q["lock_holders"], {"relation": wait.relation}).fetchall()
@@ -147,11 +159,24 @@ def bootstrap_schema(conn: Connection[Any], schema: str, attempts: int = 5) -> N
 
 
 def sync_lock(schema: str, timeout: float) -> LockWait:
-    return LockWait("sync", "lock_sync", _relation(schema, "sync_lock"), timeout)
+    return LockWait(
+        "sync",
+        "lock_sync",
+        _relation(schema, "sync_lock"),
+        timeout,
+        "a role that syncs needs UPDATE on it: `pgsched grant runner ROLE` as the schema's "
+        "owner (revision 0003 added it), or `pgsched migrate` if the table is missing",
+    )
 
 
 def migration_lock(schema: str, timeout: float) -> LockWait:
-    return LockWait("migration", "lock_migrate", _relation(schema, "alembic_version"), timeout)
+    return LockWait(
+        "migration",
+        "lock_migrate",
+        _relation(schema, "alembic_version"),
+        timeout,
+        "run `pgsched migrate` as the schema's owner (runners can start with --no-migrate)",
+    )
 
 
 def _relation(schema: str, table: str) -> str:

@@ -480,7 +480,7 @@ SELECT to_regclass(%(table)s) IS NOT NULL AS present
 -- mode but ACCESS SHARE (the only one that conflicts with neither), oldest transaction first.
 SELECT l.pid, a.usename AS "user", a.application_name, a.state, a.client_addr::text,
        l.mode, a.xact_start,
-       extract(epoch FROM (now() - a.xact_start))::float8 AS for_seconds
+       extract(epoch FROM (clock_timestamp() - a.xact_start))::float8 AS for_seconds
 FROM pg_locks l
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'relation' AND l.relation = to_regclass(%(relation)s)
