@@ -33,5 +33,8 @@ context.configure(
 )
 with context.begin_transaction():
     acquire_sync(driver, migration_lock(schema, lock_timeout), schema)
+    # Read under the lock: what this migration really starts from (an earlier read may have
+    # been overtaken by a concurrent migration).
+    config.attributes["revision_before"] = context.get_context().get_current_revision()
     context.run_migrations()
 connection.commit()

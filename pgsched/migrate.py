@@ -57,10 +57,11 @@ def upgrade(
 
     Concurrent upgrades serialise on a transaction-scoped lock of the version table
     (migrations/env.py), waiting at most `lock_timeout` seconds (LockTimeoutError)."""
-    before = current_revision(dsn, schema, connect_kwargs)
     engine = _engine(dsn, connect_kwargs)
     with as_file(files("pgsched.migrations")) as location, engine.connect() as conn:
-        command.upgrade(_config(schema, conn, str(location), lock_timeout), "head")
+        cfg = _config(schema, conn, str(location), lock_timeout)
+        command.upgrade(cfg, "head")
+    before: str | None = cfg.attributes["revision_before"]  # read under the lock (env.py)
     return before, head_revision()
 
 
