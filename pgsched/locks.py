@@ -58,11 +58,11 @@ class LockWait:
 
     def failure(self, holders: list[dict[str, Any]]) -> LockTimeoutError:
         who = describe(holders) or "a session that has since let go (try again)"
-        pids = ", ".join(str(h["pid"]) for h in holders if h.get("pid")) or "PID"
+        first = next((str(h["pid"]) for h in holders if h.get("pid")), "PID")  # the oldest
         return LockTimeoutError(
             f"{self.what} gave up after waiting {self.timeout:g}s for its lock on "
             f"{self.relation}, held by {who}; end that transaction (or "
-            f"SELECT pg_terminate_backend({pids}) as its owner or a superuser), or raise "
+            f"SELECT pg_terminate_backend({first}) as its owner or a superuser), or raise "
             "database.lock_timeout in the profile"
         )
 
@@ -70,7 +70,7 @@ class LockWait:
 def describe(holders: list[dict[str, Any]]) -> str:
     return "; ".join(
         f"pid {h['pid']} (user {h['user']!s}, application_name {h['application_name']!r}, "
-        f"{h['mode']}, {h['state']}"
+        f"{h['mode']}{'' if h['granted'] else ' requested, queued ahead of us'}, {h['state']}"
         + (f" in a transaction for {h['for_seconds']:.0f}s" if h["for_seconds"] else "")
         + ")"
         for h in holders

@@ -477,15 +477,16 @@ SELECT to_regclass(%(table)s) IS NOT NULL AS present
 
 -- name: lock_holders
 -- Who holds a lock on `relation` that a sync or a migration waits for: sessions holding any
--- mode but ACCESS SHARE (the only one that conflicts with neither), oldest transaction first.
+-- mode but ACCESS SHARE (the only one that conflicts with neither), or queued for one ahead of
+-- us (a request waiting in the lock queue blocks later requests too), oldest transaction first.
 SELECT l.pid, a.usename AS "user", a.application_name, a.state, a.client_addr::text,
-       l.mode, a.xact_start,
+       l.mode, l.granted, a.xact_start,
        extract(epoch FROM (clock_timestamp() - a.xact_start))::float8 AS for_seconds
 FROM pg_locks l
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'relation' AND l.relation = to_regclass(%(relation)s)
-  AND l.granted AND l.mode <> 'AccessShareLock' AND l.pid IS DISTINCT FROM pg_backend_pid()
-ORDER BY a.xact_start NULLS LAST
+  AND l.mode <> 'AccessShareLock' AND l.pid IS DISTINCT FROM pg_backend_pid()
+ORDER BY l.granted DESC, a.xact_start NULLS LAST
 
 -- name: get_lock_timeout
 SELECT current_setting('lock_timeout') AS lock_timeout

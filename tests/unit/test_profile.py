@@ -226,3 +226,39 @@ def test_keep_days_zero_disables_pruning_as_the_readme_says(tmp_path: Path) -> N
     ]
     assert prune.settings().enabled is False
     assert "disabled" in prune.description
+
+
+def test_database_connection_settings_are_read(tmp_path: Path) -> None:
+    from pgsched.profile import DatabaseOptions
+
+    path = tmp_path / "profile.yaml"
+    path.write_text(
+        "database:\n  pooler: transaction\n  listen_url: postgresql://direct/db\n"
+        "  lock_timeout: 2m\n"
+    )
+    assert load_profile(path).database == DatabaseOptions(
+        pooler="transaction", listen_url="postgresql://direct/db", lock_timeout=120.0
+    )
+    assert load_profile(None).database == DatabaseOptions(pooler="auto", lock_timeout=60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("database:\n  pooler: pgbouncer\n", ":2: database.pooler: unknown pooler mode"),
+        ("database:\n  lock_timeout: 0\n", ":2: database.lock_timeout: invalid value 0"),
+        ("database:\n  listen: x\n", ":2: database.listen: unknown key"),
+    ],
+)
+def test_bad_database_settings_name_file_line_and_field(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    assert error(tmp_path, text).startswith(start)
+
+
+def test_listen_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSCHED_PROFILE", raising=False)
+    monkeypatch.setenv("PGSCHED_LISTEN_URL", "postgresql://direct/db")
+    assert profile_from_env(None, "postgresql://bouncer/db").database.listen_url == (
+        "postgresql://direct/db"
+    )
