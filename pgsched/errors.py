@@ -37,3 +37,8 @@ class UnknownJobError(ConfigError):
 
 class DatabaseUnavailableError(PgschedError):
     """The database could not be reached; the message says which one and how to configure it."""
+
+
+class LockTimeoutError(PgschedError):
+    """A sync or a migration waited for its lock longer than `database.lock_timeout`; the
+    message names the sessions holding it and what to do."""

@@ -15,15 +15,11 @@ from typing import Any
 from psycopg import AsyncConnection, Connection, errors
 from psycopg.rows import dict_row
 
-from .errors import ConfigError, PgschedError
+from .errors import ConfigError, LockTimeoutError
 from .logs import get_logger
 from .queries import named_queries, quote_ident
 
 REPORT_AFTER = 5.0  # seconds of waiting before the holders are logged
-
-
-class LockTimeoutError(PgschedError):
-    """A sync or a migration waited for its lock longer than `database.lock_timeout`."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class Ledger:
     runs: list[dict[str, Any]]
     expected: list[tuple[str, datetime]]
     execs: Counter[int]
+    killed: frozenset[str] = frozenset()  # runner ids SIGKILLed on purpose: their runs are lost
     tick_rows: Counter[tuple[str, datetime]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,11 +83,17 @@ class Ledger:
 
     @classmethod
     def read(
-        cls, dsn: str, jobs: list[str], start: datetime, end: datetime, exec_log: Path
+        cls,
+        dsn: str,
+        jobs: list[str],
+        start: datetime,
+        end: datetime,
+        exec_log: Path,
+        killed: frozenset[str] = frozenset(),
     ) -> Ledger:
         runs = query(dsn, "SELECT * FROM pgsched.runs ORDER BY id")
         expected = [(j, t) for j in jobs for t in whole_seconds(start, end)]
-        return cls(runs, expected, executions(exec_log))
+        return cls(runs, expected, executions(exec_log), killed)
 
     @property
     def missing(self) -> list[tuple[str, datetime]]:
@@ -100,16 +107,24 @@ class Ledger:
     def executed_twice(self) -> list[int]:
         return [run_id for run_id, n in self.execs.items() if n > 1]
 
-    @property
-    def results_lost(self) -> list[dict[str, Any]]:
+    def _unrecorded(self) -> list[dict[str, Any]]:
         """Runs that executed but whose row does not say succeeded or failed by the job."""
         by_id = {r["id"]: r for r in self.runs}
         return [
-            by_id.get(run_id, {"id": run_id, "status": "no row"})
+            by_id.get(run_id, {"id": run_id, "status": "no row", "runner": None})
             for run_id in self.execs
             if by_id.get(run_id, {}).get("status") not in ("succeeded", "failed")
             or (by_id[run_id]["message"] or "").startswith("runner lost")
         ]
+
+    @property
+    def results_lost(self) -> list[dict[str, Any]]:
+        """Executed runs without their result, but for those of runners killed on purpose."""
+        return [r for r in self._unrecorded() if r["runner"] not in self.killed]
+
+    @property
+    def lost_with_killed_runners(self) -> list[dict[str, Any]]:
+        return [r for r in self._unrecorded() if r["runner"] in self.killed]
 
     @property
     def not_final(self) -> list[dict[str, Any]]:
@@ -136,7 +151,13 @@ class Ledger:
             f"{dict(Counter(r['trigger'] for r in self.runs))}",
             f"executions            : {sum(self.execs.values())} "
             f"({len(self.executed_twice)} runs executed twice)",
-            f"results lost          : {len(self.results_lost)}",
+            f"results lost          : {len(self.results_lost)}"
+            + (
+                f" (and {len(self.lost_with_killed_runners)} of the SIGKILLed runner: "
+                "failed as 'runner lost', by design)"
+                if self.killed
+                else ""
+            ),
             f"rows not final        : {len(self.not_final)}",
             f"manual pickup latency : n={len(pickup)} p50={percentile(pickup, 50):.3f}s "
             f"p99={percentile(pickup, 99):.3f}s max={max(pickup, default=float('nan')):.3f}s",
