@@ -137,9 +137,21 @@ class Ledger:
             if r["job_name"] == job and r["trigger"] == "manual" and r["started_at"] is not None
         ]
 
+    def tick_lags(self) -> list[float]:
+        """How late each tick of the window started (started_at - scheduled_for)."""
+        window = set(self.expected)
+        return [
+            (r["started_at"] - r["scheduled_for"]).total_seconds()
+            for r in self.runs
+            if r["trigger"] == "schedule"
+            and r["started_at"] is not None
+            and (r["job_name"], r["scheduled_for"]) in window
+        ]
+
     def summary(self, title: str, manual_job: str) -> str:
         schedule = [r for r in self.runs if r["trigger"] == "schedule"]
         pickup = self.pickup_latencies(manual_job)
+        lag = self.tick_lags()
         lines = [
             title,
             f"ticks expected        : {len(self.expected)}",
@@ -159,6 +171,8 @@ class Ledger:
                 else ""
             ),
             f"rows not final        : {len(self.not_final)}",
+            f"tick start lag        : n={len(lag)} p50={percentile(lag, 50):.3f}s "
+            f"p99={percentile(lag, 99):.3f}s max={max(lag, default=float('nan')):.3f}s",
             f"manual pickup latency : n={len(pickup)} p50={percentile(pickup, 50):.3f}s "
             f"p99={percentile(pickup, 99):.3f}s max={max(pickup, default=float('nan')):.3f}s",
         ]
