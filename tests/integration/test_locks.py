@@ -4,6 +4,8 @@ and ends with a clear error after database.lock_timeout."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,7 +14,16 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.runners import pgsched, query, runners, wait_registered, write_profile
+from tests.runners import (
+    ROOT,
+    env_for,
+    pgsched,
+    query,
+    runners,
+    wait_registered,
+    wait_until,
+    write_profile,
+)
 
 APP = ("--app", "tests.apps.basic:ext")
 
@@ -111,3 +122,37 @@ def test_a_writer_holding_the_lock_is_reported_and_the_wait_gives_up(
     assert re.search(rf"pg_terminate_backend\({pid}\)", error)
     assert "database.lock_timeout" in error
     print(f"{' '.join(command)} gave up after {took:.1f}s (lock_timeout 2s)")
+
+
+@pytest.mark.parametrize(
+    ("command", "table"), [(("sync",), "sync_lock"), (("migrate",), "alembic_version")]
+)
+def test_a_wait_reported_then_granted_goes_on_in_the_same_transaction(
+    dsn: str, tmp_path: Path, command: tuple[str, ...], table: str
+) -> None:
+    profile = write_profile(tmp_path, "\ndatabase:\n  lock_timeout: 60\n")
+    stderr = tmp_path / "stderr.log"
+    with psycopg.connect(dsn, application_name="brief-maintenance") as holder:
+        holder.execute(f"LOCK TABLE pgsched.{table} IN EXCLUSIVE MODE")  # type: ignore[arg-type]
+        with open(stderr, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pgsched", *APP, *command],
+                env=env_for(dsn, profile),
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            wait_until(lambda: "waiting for a lock" in stderr.read_text(), 30, "the report")
+            holder.rollback()  # let go: the waiting command takes the lock and goes on
+            assert proc.wait(30) == 0, stderr.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = stderr.read_text()
+    assert text.count("waiting for a lock") == 1 and "brief-maintenance" in text
+    if command == ("sync",):
+        assert "synced" in text
+    assert query(dsn, "SELECT version_num FROM pgsched.alembic_version") == [
+        {"version_num": "0003"}
+    ]
