@@ -19,13 +19,14 @@ from .embedded import embedded_dsn
 from .errors import ConfigError, DatabaseError, PgschedError, UnknownJobError
 from .housekeeping import builtin_extension
 from .isolation import WorkerSpec
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
 from .runner import run_inline, run_runner
 from .states import FINAL_STATUSES, RUN_STATUSES
 from .store import Store
+from .topology import Topology, resolve_topology
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ class App:
     _profile: Profile | None = None
     _dsn: str | None = None
     _registry: Registry | None = field(default=None, repr=False)
+    _topology: Topology | None = field(default=None, repr=False)
 
     @property
     def profile(self) -> Profile:
@@ -75,10 +77,25 @@ class App:
             schema=self.profile.schema,
             runner_id="",
             log_level=self.log_level,
+            connect_kwargs=self.topology.connect_kwargs,
         )
 
+    @property
+    def topology(self) -> Topology:
+        """How to connect (pooler, LISTEN): resolved once per process (pgsched.topology)."""
+        if self._topology is None:
+            db = self.profile.database
+            self._topology = resolve_topology(self.dsn, db.pooler, db.listen_url)
+        return self._topology
+
     def store(self, **kwargs: Any) -> Store:
-        return Store(self.dsn, self.profile.schema, **kwargs)
+        return Store(
+            self.dsn,
+            self.profile.schema,
+            topology=self.topology,
+            lock_timeout=self.profile.database.lock_timeout,
+            **kwargs,
+        )
 
     def with_store(self, action: Callable[[Store], Awaitable[T]]) -> T:
         async def go() -> T:
@@ -167,7 +184,12 @@ def _upgrade(app: App) -> tuple[str | None, str]:
     from .migrate import upgrade
 
     try:
-        return upgrade(app.dsn, app.profile.schema)
+        return upgrade(
+            app.dsn,
+            app.profile.schema,
+            lock_timeout=app.profile.database.lock_timeout,
+            connect_kwargs=app.topology.connect_kwargs,
+        )
     except sqlalchemy.exc.OperationalError as exc:
         raise ConfigError(
             f"cannot migrate the database at {_safe_dsn(app.dsn)} ({exc.orig}); check --dsn, "
@@ -226,10 +248,20 @@ def runner(
         opts,
         concurrency=concurrency or opts.concurrency,
         poll_interval=poll_interval or opts.poll_interval,
-        listen=opts.listen and not no_listen,
+        listen=_can_listen(app, opts.listen and not no_listen),
     )
     code = run_runner(app.store(), app.registry, settings, app.worker_spec())
     sys.exit(code)
+
+
+def _can_listen(app: App, wanted: bool) -> bool:
+    """LISTEN unless told not to or impossible here; then say why, once, and poll."""
+    if wanted and (why := app.topology.listen_unavailable):
+        get_logger().warning(
+            "LISTEN is off: " + why, poll_interval=app.profile.runner.poll_interval
+        )
+        return False
+    return wanted
 
 
 @cli.command()

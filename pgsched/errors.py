@@ -61,3 +61,8 @@ class SchemaMissingError(DatabaseError, ConfigError):
 
 class PermissionDeniedError(DatabaseError, ConfigError):
     """The database role may not do this; grant it with `pgsched grant KIND ROLE`."""
+
+
+class LockTimeoutError(PgschedError):
+    """A sync or a migration waited for its lock longer than `database.lock_timeout`; the
+    message names the sessions holding it and what to do."""

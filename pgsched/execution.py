@@ -40,6 +40,7 @@ class UserPools:
 
     dsn: str
     max_size: int = 10
+    kwargs: dict[str, Any] = field(default_factory=dict)  # Topology.connect_kwargs
     _sync: Any = None
     _async: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,6 +56,7 @@ class UserPools:
                     max_size=self.max_size,
                     open=True,
                     name="pgsched-jobs",
+                    kwargs=dict(self.kwargs),
                     check=ConnectionPool.check_connection,  # no dead connections after a restart
                 )
             return self._sync
@@ -69,6 +71,7 @@ class UserPools:
                 max_size=self.max_size,
                 open=False,
                 name="pgsched-jobs-async",
+                kwargs=dict(self.kwargs),
                 check=AsyncConnectionPool.check_connection,
             )
         return self._async

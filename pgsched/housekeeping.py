@@ -19,7 +19,11 @@ def builtin_extension(retention: RetentionOptions, schema: str) -> Extension:
     @ext.job(
         PRUNE_JOB,
         schedule=retention.prune_schedule,
-        description=f"Delete finished runs older than {retention.keep_days:g} days (retention)",
+        description=(
+            f"Delete finished runs older than {retention.keep_days:g} days (retention)"
+            if retention.keep_days > 0
+            else "Delete old finished runs (disabled: retention.keep_days is 0)"
+        ),
         enabled=retention.keep_days > 0,
         timeout=3600,
         misfire="skip",

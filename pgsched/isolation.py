@@ -22,7 +22,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .execution import Execution, UserPools
@@ -61,6 +62,7 @@ class WorkerSpec:
     runner_id: str
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless this process's stderr is a terminal
+    connect_kwargs: Mapping[str, Any] = field(default_factory=dict)  # Topology.connect_kwargs
 
 
 class WorkerStartError(Exception):
@@ -297,6 +299,7 @@ def _start_message(spec: WorkerSpec) -> Message:
         "runner_id": spec.runner_id,
         "log_level": spec.log_level,
         "log_json": log_json,
+        "connect_kwargs": dict(spec.connect_kwargs),
         "sys_path": list(sys.path),
     }
 

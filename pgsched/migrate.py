@@ -23,32 +23,55 @@ def render_sql(filename: str) -> str:
     return render(read_sql(filename), context.config.attributes["schema"])
 
 
-def _engine(dsn: str) -> Any:
+def _engine(dsn: str, connect_kwargs: dict[str, Any] | None = None) -> Any:
+    """One connection, opened as the topology says (through a transaction pooler: no
+    server-side prepared statements; see pgsched.topology)."""
+    kwargs = connect_kwargs or {}
     return create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(dsn, **kwargs),
+        poolclass=NullPool,
     )
 
 
-def _config(schema: str, connection: Any, location: str) -> Config:
+def _config(schema: str, connection: Any, location: str, lock_timeout: float) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", location)
-    cfg.attributes.update(connection=connection, schema=schema, quoted_schema=quote_ident(schema))
+    cfg.attributes.update(
+        connection=connection,
+        schema=schema,
+        quoted_schema=quote_ident(schema),
+        lock_timeout=lock_timeout,
+    )
     return cfg
 
 
-def upgrade(dsn: str, schema: str = DEFAULT_SCHEMA) -> tuple[str | None, str]:
-    """Bring the schema to the newest revision; returns (revision before, revision after)."""
-    before = current_revision(dsn, schema)
-    with as_file(files("pgsched.migrations")) as location, _engine(dsn).connect() as conn:
-        command.upgrade(_config(schema, conn, str(location)), "head")
+def upgrade(
+    dsn: str,
+    schema: str = DEFAULT_SCHEMA,
+    *,
+    lock_timeout: float = 60.0,
+    connect_kwargs: dict[str, Any] | None = None,
+) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (revision before, revision after).
+
+    Concurrent upgrades serialise on a transaction-scoped lock of the version table
+    (migrations/env.py), waiting at most `lock_timeout` seconds (LockTimeoutError)."""
+    engine = _engine(dsn, connect_kwargs)
+    with as_file(files("pgsched.migrations")) as location, engine.connect() as conn:
+        cfg = _config(schema, conn, str(location), lock_timeout)
+        command.upgrade(cfg, "head")
+    before: str | None = cfg.attributes["revision_before"]  # read under the lock (env.py)
     return before, head_revision()
 
 
-def downgrade(dsn: str, revision: str, schema: str = DEFAULT_SCHEMA) -> None:
+def downgrade(
+    dsn: str, revision: str, schema: str = DEFAULT_SCHEMA, *, lock_timeout: float = 60.0
+) -> None:
     """Step the schema back to `revision` ("base" removes everything pgsched created, history
     included)."""
     with as_file(files("pgsched.migrations")) as location, _engine(dsn).connect() as conn:
-        command.downgrade(_config(schema, conn, str(location)), revision)
+        command.downgrade(_config(schema, conn, str(location), lock_timeout), revision)
 
 
 def head_revision() -> str:
@@ -60,8 +83,10 @@ def head_revision() -> str:
     return head
 
 
-def current_revision(dsn: str, schema: str = DEFAULT_SCHEMA) -> str | None:
-    with _engine(dsn).connect() as conn:
+def current_revision(
+    dsn: str, schema: str = DEFAULT_SCHEMA, connect_kwargs: dict[str, Any] | None = None
+) -> str | None:
+    with _engine(dsn, connect_kwargs).connect() as conn:
         exists = conn.execute(
             text("SELECT to_regclass(:t) IS NOT NULL"),
             {"t": f"{quote_ident(schema)}.alembic_version"},

@@ -29,6 +29,7 @@ from pgsched.settings import (
 )
 
 __all__ = [
+    "DatabaseOptions",
     "JobOverride",
     "Profile",
     "RetentionOptions",
@@ -39,6 +40,8 @@ __all__ = [
 
 ENV_PROFILE = "PGSCHED_PROFILE"
 ENV_DATABASE_URL = "PGSCHED_DATABASE_URL"
+ENV_LISTEN_URL = "PGSCHED_LISTEN_URL"
+POOLERS = ("auto", "none", "transaction")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class JobOverride:
     extension: str | None
     values: Mapping[str, object]  # normalised, only the keys present in the file
     source: str  # "path/to/profile.yaml:14"
+
+
+@dataclass(frozen=True)
+class DatabaseOptions:
+    """How to connect, beyond the URL (README "Behind PgBouncer" and "Locks")."""
+
+    pooler: str = "auto"  # auto (probe once per process) | none | transaction
+    listen_url: str | None = None  # a direct connection for LISTEN, behind a pooler
+    lock_timeout: float = 60.0  # seconds a sync or migration waits for its lock, then fails
 
 
 @dataclass(frozen=True)
@@ -67,11 +79,12 @@ class Profile:
     timezone: str = "UTC"
     jobs: tuple[JobOverride, ...] = ()
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    database: DatabaseOptions = field(default_factory=DatabaseOptions)
     retention: RetentionOptions = field(default_factory=RetentionOptions)
 
 
 _TOP_KEYS = frozenset({"database", "extensions", "scheduler", "runner", "retention"})
-_DATABASE_KEYS = frozenset({"url", "schema"})
+_DATABASE_KEYS = frozenset({"url", "schema", "pooler", "listen_url", "lock_timeout"})
 _SCHEDULER_KEYS = frozenset({"enabled", "timezone", "jobs"})
 _JOB_KEYS = SETTING_NAMES | {"job", "extension"}
 _RUNNER_KEYS = frozenset(f.name for f in dataclasses.fields(RunnerSettings))
@@ -225,6 +238,7 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
     top = r.mapping(root, "profile", _TOP_KEYS)
     url: str | None = None
     schema = "pgsched"
+    database = DatabaseOptions()
     if "database" in top:
         db = r.mapping(top["database"], "database", _DATABASE_KEYS)
         if "url" in db:
@@ -238,6 +252,7 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
                     f"{schema!r} is not a plain SQL identifier",
                     "use letters, digits and underscores (at most 63)",
                 )
+        database = _read_database(r, db)
 
     extensions: list[str] = []
     if "extensions" in top and not _is_null(top["extensions"]):
@@ -291,8 +306,30 @@ def _read_profile(r: _Reader, root: Node, path: Path) -> Profile:
         timezone=timezone,
         jobs=jobs,
         runner=runner,
+        database=database,
         retention=retention,
     )
+
+
+def _read_database(r: _Reader, db: dict[str, Node]) -> DatabaseOptions:
+    options = DatabaseOptions()
+    if "pooler" in db:
+        pooler = r.string(db["pooler"], "database.pooler")
+        if pooler not in POOLERS:
+            raise r.error(
+                db["pooler"],
+                "database.pooler",
+                f"unknown pooler mode {pooler!r}",
+                "use auto (probe), none, or transaction (PgBouncer pool_mode = transaction)",
+            )
+        options = dataclasses.replace(options, pooler=pooler)
+    if "listen_url" in db:
+        listen = r.string(db["listen_url"], "database.listen_url", optional=True)
+        options = dataclasses.replace(options, listen_url=listen)
+    if "lock_timeout" in db:
+        timeout = r.duration(db["lock_timeout"], "database.lock_timeout")
+        options = dataclasses.replace(options, lock_timeout=timeout)
+    return options
 
 
 def _read_jobs(r: _Reader, node: Node, timezone: str) -> tuple[JobOverride, ...]:
@@ -373,9 +410,8 @@ def _read_retention(r: _Reader, node: Node) -> RetentionOptions:
     fields = r.mapping(node, "retention", _RETENTION_KEYS)
     options = RetentionOptions()
     if "keep_days" in fields:
+        # 0 turns pruning off (the README's promise): history is then kept forever.
         keep = r.number(fields["keep_days"], "retention.keep_days", integer=False, minimum=0)
-        if keep <= 0:
-            raise r.error(fields["keep_days"], "retention.keep_days", "must be > 0", "fix it")
         options = dataclasses.replace(options, keep_days=float(keep))
     if "prune_schedule" in fields:
         value_node = fields["prune_schedule"]
@@ -394,4 +430,7 @@ def profile_from_env(explicit_path: str | None, explicit_dsn: str | None) -> Pro
     path = explicit_path or os.environ.get(ENV_PROFILE) or None
     profile = load_profile(path)
     dsn = explicit_dsn or os.environ.get(ENV_DATABASE_URL) or profile.database_url
+    if listen := os.environ.get(ENV_LISTEN_URL):
+        database = dataclasses.replace(profile.database, listen_url=listen)
+        profile = dataclasses.replace(profile, database=database)
     return dataclasses.replace(profile, database_url=dsn)

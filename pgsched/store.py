@@ -28,11 +28,13 @@ from .errors import (
     SchemaMissingError,
     UnknownJobError,
 )
+from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
 from .states import OutcomeStatus, Trigger
 from .ticks import next_ticks_after
+from .topology import Topology
 
 Row = dict[str, Any]
 
@@ -232,16 +234,26 @@ class TickClaim:
 class Store:
     """Async access to one pgsched schema through a connection pool."""
 
-    def __init__(self, dsn: str, schema: str = DEFAULT_SCHEMA, *, max_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        max_size: int = 4,
+        topology: Topology | None = None,
+        lock_timeout: float = 60.0,
+    ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.q = named_queries(schema)
+        self.topology = topology or Topology(dsn)  # how every connection to dsn is opened
+        self.lock_timeout = lock_timeout  # how long a sync waits for its lock
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **self.topology.connect_kwargs},
             timeout=10,
             name=f"pgsched-store-{schema}",
         )
@@ -423,7 +435,7 @@ class Store:
         channel = sql.Identifier(channel_for(self.schema))
         try:
             async with await AsyncConnection.connect(
-                self.dsn,
+                self.topology.listen_dsn or self.dsn,  # direct, behind a transaction pooler
                 autocommit=True,
                 connect_timeout=10,
                 keepalives=1,
@@ -447,7 +459,7 @@ class Store:
         leaves no dead tuples behind in the table every claim scans."""
         async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["lock_sync"], {"schema": self.schema})
+            await acquire(conn, sync_lock(self.schema, self.lock_timeout), self.schema)
             await cur.execute(self.q["synced_jobs"])
             existing = {r["name"]: r for r in await cur.fetchall()}
             await cur.execute(self.q["db_now"])

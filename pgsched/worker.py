@@ -145,11 +145,18 @@ class _LastTaskExecutor(ThreadPoolExecutor):
 class _Server:
     """Serves runs one at a time on one event loop (async user pools stay bound to it)."""
 
-    def __init__(self, channel: _Channel, registry: Registry, dsn: str, runner_id: str) -> None:
+    def __init__(
+        self,
+        channel: _Channel,
+        registry: Registry,
+        dsn: str,
+        runner_id: str,
+        connect_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.channel = channel
         self.registry = registry
         self.runner_id = runner_id
-        self.pools = UserPools(dsn)
+        self.pools = UserPools(dsn, kwargs=connect_kwargs or {})  # the runner's topology
         self.loop = asyncio.new_event_loop()
         self.executor = _LastTaskExecutor(max_workers=1, thread_name_prefix="pgsched-job")
         self.runs: queue.SimpleQueue[Execution] = queue.SimpleQueue()
@@ -256,7 +263,7 @@ def _start(channel: _Channel, start: Message) -> _Server:
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     configure_logging(start["log_level"], start["log_json"])
     registry = load_registry(start["apps"], start["profile_path"], start["dsn"], start["schema"])
-    return _Server(channel, registry, start["dsn"], start["runner_id"])
+    return _Server(channel, registry, start["dsn"], start["runner_id"], start.get("connect_kwargs"))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ GRANT SELECT, INSERT, UPDATE ON {schema}.jobs TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.runs TO {role};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.runners TO {role};
 GRANT SELECT ON {schema}.alembic_version TO {role};
+GRANT UPDATE ON {schema}.sync_lock TO {role};  -- LOCK TABLE for sync (0003_topology.sql)
 
 -- name: requester
 -- May request a manual run (only job_name and params: it cannot forge a status or a result)

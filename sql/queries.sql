@@ -324,7 +324,9 @@ DELETE FROM {schema}.runs r USING old WHERE r.id = old.id
 
 -- name: lock_sync
 -- Serialises concurrent syncs (N runners starting at once) for the length of the transaction.
-SELECT pg_advisory_xact_lock(hashtext('pgsched.sync.' || %(schema)s))
+-- A table lock only roles with UPDATE on sync_lock (the owner, `grant runner`) can take, not a
+-- global advisory key any role that can connect could hold (sql/0003_topology.sql).
+LOCK TABLE {schema}.sync_lock IN EXCLUSIVE MODE
 
 -- name: synced_jobs
 -- Every synced column, in the form the store compares definitions in (seconds as float8,
@@ -457,3 +459,43 @@ FROM {schema}.runs
 WHERE status = 'failed' AND finished_at > now() - interval '24 hours'
 ORDER BY finished_at DESC
 LIMIT %(limit)s
+
+-- name: lock_migrate
+-- Serialises concurrent migrations for the length of their one transaction. EXCLUSIVE allows
+-- readers' ACCESS SHARE (a runner reading the revision) and conflicts with every mode that needs
+-- write access to the table: only its owner can hold the migration back. Transaction-scoped, so
+-- a transaction pooler cannot strand it on a server connection.
+LOCK TABLE {schema}.alembic_version IN EXCLUSIVE MODE
+
+-- name: bootstrap_schema
+-- The first migration's lock must exist before the schema does: create the schema and the
+-- (empty) version table, as alembic would. Concurrent first migrations may collide on the
+-- catalogs' unique keys; the loser retries and finds both (pgsched/locks.py).
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.alembic_version (
+    version_num varchar(32) NOT NULL,
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+)
+
+-- name: schema_bootstrapped
+SELECT to_regclass(%(table)s) IS NOT NULL AS present
+
+-- name: lock_holders
+-- Who holds a lock on `relation` that a sync or a migration waits for: sessions holding any
+-- mode but ACCESS SHARE (the only one that conflicts with neither), or queued for one ahead of
+-- us (a request waiting in the lock queue blocks later requests too), oldest transaction first.
+SELECT l.pid, a.usename AS "user", a.application_name, a.state, a.client_addr::text,
+       l.mode, l.granted, a.xact_start,
+       extract(epoch FROM (clock_timestamp() - a.xact_start))::float8 AS for_seconds
+FROM pg_locks l
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation' AND l.relation = to_regclass(%(relation)s)
+  AND l.mode <> 'AccessShareLock' AND l.pid IS DISTINCT FROM pg_backend_pid()
+ORDER BY l.granted DESC, a.xact_start NULLS LAST
+
+-- name: get_lock_timeout
+SELECT current_setting('lock_timeout') AS lock_timeout
+
+-- name: set_lock_timeout
+-- Transaction-local (set_config(..., true)): safe through a transaction pooler.
+SELECT set_config('lock_timeout', %(value)s, true)

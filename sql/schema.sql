@@ -1,7 +1,8 @@
 -- pgsched schema, version 0001. `{schema}` is replaced by the quoted schema name.
 -- Applied by migrations/versions/0001_initial.py; kept here whole so it can be read in one sitting.
 -- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay),
--- 0003_actions.sql (pgsched.actions, the ledger of operators' actions).
+-- 0003_actions.sql (pgsched.actions, the ledger of operators' actions),
+-- 0004_topology.sql (sync_lock, the table sync serialises on).
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

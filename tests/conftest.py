@@ -11,6 +11,8 @@ from psycopg.rows import dict_row
 
 from tests.pg import PgServer
 
+pytest_plugins = ["tests.pgbouncer"]  # the `pgbouncer` fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

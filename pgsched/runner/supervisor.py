@@ -68,7 +68,9 @@ class Runner:
         self.settings = settings
         self.id = runner_id or new_runner_id()
         self.log = log if log is not None else get_logger(runner=self.id)
-        self.pools = UserPools(store.dsn, max_size=max(2, settings.concurrency))
+        self.pools = UserPools(
+            store.dsn, max_size=max(2, settings.concurrency), kwargs=store.topology.connect_kwargs
+        )
         self.health = Health(self.log, on_back=self._database_back)
         self.results = Results(store, settings, self.log)
         if worker_spec is not None:  # workers log as this runner

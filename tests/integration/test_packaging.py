@@ -38,6 +38,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/web/static/htmx.min.js",
         "pgsched/web/static/uPlot.iife.min.js",
         "pgsched/web/static/README.md",
+        "pgsched/migrations/versions/0004_topology.py",
+        "pgsched/sql/0004_topology.sql",
+        "pgsched/sql/0004_topology_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"

@@ -188,7 +188,7 @@ def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None
         ("runner:\n  concurrency: 0\n", ":2: runner.concurrency: expected a whole number >= 1"),
         ("runner:\n  poll_interval: soon\n", ":2: runner.poll_interval: invalid value 'soon'"),
         ("runner:\n  lease_timeout: 1\n", ":2: runner.lease_timeout: lease_timeout (1s) must"),
-        ("retention:\n  keep_days: 0\n", ":2: retention.keep_days:"),
+        ("retention:\n  keep_days: -1\n", ":2: retention.keep_days: expected a number >= 0"),
         ("retention:\n  prune_schedule: nope\n", ":2: retention.prune_schedule: "),
         ("scheduler:\n  jobs:\n    - job: 3\n", ":3: scheduler.jobs[0].job: expected text"),
     ],
@@ -212,3 +212,53 @@ def test_env_profile_and_dsn_precedence(tmp_path: Path, monkeypatch: pytest.Monk
 
     with pytest.raises(ProfileError, match="not found"):
         profile_from_env(str(tmp_path / "other.yaml"), None)
+
+
+def test_keep_days_zero_disables_pruning_as_the_readme_says(tmp_path: Path) -> None:
+    from pgsched.housekeeping import PRUNE_JOB, builtin_extension
+
+    path = tmp_path / "profile.yaml"
+    path.write_text("retention:\n  keep_days: 0\n")
+    retention = load_profile(path).retention
+    assert retention.keep_days == 0
+    (prune,) = [
+        job for job in builtin_extension(retention, "pgsched").jobs() if job.name == PRUNE_JOB
+    ]
+    assert prune.settings().enabled is False
+    assert "disabled" in prune.description
+
+
+def test_database_connection_settings_are_read(tmp_path: Path) -> None:
+    from pgsched.profile import DatabaseOptions
+
+    path = tmp_path / "profile.yaml"
+    path.write_text(
+        "database:\n  pooler: transaction\n  listen_url: postgresql://direct/db\n"
+        "  lock_timeout: 2m\n"
+    )
+    assert load_profile(path).database == DatabaseOptions(
+        pooler="transaction", listen_url="postgresql://direct/db", lock_timeout=120.0
+    )
+    assert load_profile(None).database == DatabaseOptions(pooler="auto", lock_timeout=60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("database:\n  pooler: pgbouncer\n", ":2: database.pooler: unknown pooler mode"),
+        ("database:\n  lock_timeout: 0\n", ":2: database.lock_timeout: invalid value 0"),
+        ("database:\n  listen: x\n", ":2: database.listen: unknown key"),
+    ],
+)
+def test_bad_database_settings_name_file_line_and_field(
+    tmp_path: Path, text: str, start: str
+) -> None:
+    assert error(tmp_path, text).startswith(start)
+
+
+def test_listen_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSCHED_PROFILE", raising=False)
+    monkeypatch.setenv("PGSCHED_LISTEN_URL", "postgresql://direct/db")
+    assert profile_from_env(None, "postgresql://bouncer/db").database.listen_url == (
+        "postgresql://direct/db"
+    )
