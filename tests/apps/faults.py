@@ -182,3 +182,27 @@ chaos.job(
     max_attempts=2,
     retry_backoff=0.2,
 )(_chaos_work)
+
+
+@chaos.job(
+    "chaos-blocker",
+    schedule="*/3 * * * * *",
+    description="async def that blocks its event loop for 1-2 s (time.sleep)",
+    max_attempts=2,
+    retry_backoff=0.2,
+)
+async def chaos_blocker(ctx: JobContext) -> str:
+    _record_execution(ctx)  # a blocking connection in async code, too
+    time.sleep(random.uniform(1.0, 2.0))
+    return f"blocked the loop in {os.getpid()}"
+
+
+@chaos.job(
+    "chaos-suicide",
+    schedule="*/5 * * * * *",
+    isolation="process",
+    description="process-isolated: records its execution, then os._exit(7)",
+)
+def chaos_suicide(ctx: JobContext) -> None:
+    _record_execution(ctx)
+    os._exit(7)

@@ -160,11 +160,12 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
     manual = [r for r in runs if r["trigger"] == "manual"]
     retries = [r for r in runs if r["trigger"] == "retry"]
     tick_rows = Counter((r["job_name"], r["scheduled_for"]) for r in schedule)
-    expected = [
-        (f"chaos-{j:02d}", t)
-        for j in range(CHAOS_JOBS)
-        for t in whole_seconds(window_start, window_end)
-    ]
+    seconds = whole_seconds(window_start, window_end)
+    expected = [(f"chaos-{j:02d}", t) for j in range(CHAOS_JOBS) for t in seconds]
+    # a job that blocks its event loop, and a process-isolated one that kills its worker
+    expected += [("chaos-blocker", t) for t in seconds if t.second % 3 == 0]
+    expected += [("chaos-suicide", t) for t in seconds if t.second % 5 == 0]
+    suicides = [r for r in schedule if r["job_name"] == "chaos-suicide"]
     starts = Counter(
         (e["job_name"], e["scheduled_for"]) for e in execs if e["trigger"] == "schedule"
     )
@@ -179,7 +180,8 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         f"chaos summary over {SECONDS:g}s: {kills} runner SIGKILLs, {db_restarts} database "
         f"restart(s), {spawned} runner processes",
         f"ticks expected in window : {len(expected)} "
-        f"({CHAOS_JOBS} jobs x {len(expected) // CHAOS_JOBS} s)",
+        f"({CHAOS_JOBS} jobs x {len(seconds)} s, a loop blocker every 3 s, a worker "
+        "killer every 5 s)",
         f"ticks with exactly 1 row : {sum(1 for k in expected if tick_rows[k] == 1)}",
         f"ticks with 0 rows        : {sum(1 for k in expected if tick_rows[k] == 0)}",
         f"ticks with >1 rows       : {sum(1 for n in tick_rows.values() if n > 1)}",
@@ -195,6 +197,7 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         f"executions w/o succeeded : {sum(1 for e in execs if e['run_id'] not in succeeded_ids)}",
         f"rows not final           : {sum(1 for r in runs if r['status'] not in FINAL)}",
         f"skip reasons             : {dict(skip_reasons)}",
+        f"os._exit(7) ticks        : {dict(Counter(r['message'] for r in suicides))}",
     ]
     print("\n  ".join(summary))
 
@@ -232,5 +235,11 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         assert r["retry_of"] in by_id and by_id[r["retry_of"]]["status"] == "failed", r
     for r in lost:
         assert r["status"] == "failed"
+    # A job that kills its worker process fails its own run, never its runner.
+    for r in suicides:
+        assert r["status"] == "skipped" or (
+            r["status"] == "failed"
+            and ("exited with code 7" in r["message"] or r["message"].startswith("runner lost"))
+        ), r
     assert kills >= 5
     assert not query(dsn, "SELECT 1 FROM pgsched.runners")
