@@ -1,9 +1,10 @@
 """Start-up punctuality: how late are the first ticks after runners start together?
 
 Each round: a fresh database, N no-op jobs on `* * * * * *`, R runner processes started at
-once. Once all have registered (their sync is done), the first F ticks after the last
-registration are measured (lag = started_at - scheduled_for), and compared with ticks of
-the same runners later on (steady state), in the same round.
+once. Measured (lag = started_at - scheduled_for): the ticks of the first F seconds after the
+first runner registered (the others still starting: importing, syncing), those of the F
+seconds after the last one registered, and the same runners' steady state later on, in the
+same round.
 
     python bench/startup.py --rounds 5 --jobs 20 --runners 3
 """
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=10, help="seconds of steady state after")
     args = parser.parse_args()
 
+    early_lags: list[float] = []
     first_lags: list[float] = []
     steady_lags: list[float] = []
     per_round = []
@@ -58,8 +60,15 @@ def main() -> None:
                 env = {"PGSCHED_BENCH_JOBS": str(args.jobs)}
                 with runners(dsn, "bench.apps:ext", args.runners, f"start{round_no}", [], env):
                     ready = scalar(dsn, "SELECT max(started_at) FROM pgsched.runners")
+                    began = scalar(dsn, "SELECT min(started_at) FROM pgsched.runners")
                     time.sleep(args.first + args.steady + 2)
                 data = rows(dsn, LAG_SQL, (ready, ready))
+                early = [
+                    lag
+                    for tick, lag in rows(dsn, LAG_SQL, (began, began))
+                    if tick <= args.first and lag is not None
+                ]
+            early_lags += early
             first = [lag for tick, lag in data if tick <= args.first and lag is not None]
             steady = [
                 lag
@@ -82,6 +91,9 @@ def main() -> None:
         f"{args.jobs} jobs every second"
     )
     print_latency(
+        f"first {args.first} s of ticks after the first runner registered", summary_ms(early_lags)
+    )
+    print_latency(
         f"first {args.first} s of ticks after the last runner registered", summary_ms(first_lags)
     )
     print_latency(f"steady state (the {args.steady} s after)", summary_ms(steady_lags))
@@ -92,6 +104,7 @@ def main() -> None:
         {
             "params": vars(args),
             "machine": info,
+            "after_first_registered_ms": summary_ms(early_lags),
             "first_ms": summary_ms(first_lags),
             "steady_ms": summary_ms(steady_lags),
             "per_round_first_ms": per_round,

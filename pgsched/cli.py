@@ -16,7 +16,13 @@ import click
 
 from . import __version__
 from .embedded import embedded_dsn
-from .errors import ConfigError, DatabaseError, PgschedError, UnknownJobError
+from .errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    PgschedError,
+    UnknownJobError,
+)
 from .housekeeping import builtin_extension
 from .isolation import WorkerSpec
 from .logs import configure_logging, get_logger
@@ -25,7 +31,7 @@ from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
 from .runner import run_inline, run_runner
 from .states import FINAL_STATUSES, RUN_STATUSES
-from .store import Store
+from .store import Store, check_reachable
 from .topology import Topology, resolve_topology
 
 T = TypeVar("T")
@@ -101,7 +107,8 @@ class App:
         async def go() -> T:
             store = self.store(max_size=2)
             try:
-                await store.open(wait=True, timeout=15)
+                await store.check_reachable()
+                await store.open(wait=False)
             except DatabaseError as exc:
                 raise ConfigError(
                     f"cannot connect to the database at {_safe_dsn(self.dsn)} ({exc}); check "
@@ -179,8 +186,6 @@ def migrate(app: App) -> None:
 
 
 def _upgrade(app: App) -> tuple[str | None, str]:
-    import sqlalchemy.exc
-
     from .migrate import upgrade
 
     try:
@@ -190,15 +195,10 @@ def _upgrade(app: App) -> tuple[str | None, str]:
             lock_timeout=app.profile.database.lock_timeout,
             connect_kwargs=app.topology.connect_kwargs,
         )
-    except sqlalchemy.exc.OperationalError as exc:
+    except DatabaseUnavailableError as exc:
         raise ConfigError(
-            f"cannot migrate the database at {_safe_dsn(app.dsn)} ({exc.orig}); check --dsn, "
-            "PGSCHED_DATABASE_URL or database.url in the profile"
-        ) from exc
-    except sqlalchemy.exc.ProgrammingError as exc:
-        raise ConfigError(
-            f"cannot migrate: {exc.orig}; `pgsched migrate` needs a role that may create the "
-            f"{app.profile.schema} schema (run it as the owner; runners can use --no-migrate)"
+            f"{exc} (database at {_safe_dsn(app.dsn)}); check --dsn, PGSCHED_DATABASE_URL or "
+            "database.url in the profile"
         ) from exc
 
 
@@ -558,7 +558,8 @@ def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
             app.dsn, app.profile.schema, lease_timeout=app.profile.runner.lease_timeout, max_size=2
         )
         try:
-            await insight.open(wait=True, timeout=15)
+            await check_reachable(app.dsn, app.profile.schema, 2.0, app.topology.connect_kwargs)
+            await insight.open(wait=False)
         except DatabaseError as exc:
             raise ConfigError(
                 f"cannot connect to the database at {_safe_dsn(app.dsn)} ({exc}); check "

@@ -6,6 +6,7 @@ from importlib.resources import as_file, files
 from typing import Any
 
 import psycopg
+import sqlalchemy.exc
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -13,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from .errors import DatabaseUnavailableError, PermissionDeniedError
 from .queries import DEFAULT_SCHEMA, quote_ident, read_sql, render
 
 
@@ -58,9 +60,17 @@ def upgrade(
     Concurrent upgrades serialise on a transaction-scoped lock of the version table
     (migrations/env.py), waiting at most `lock_timeout` seconds (LockTimeoutError)."""
     engine = _engine(dsn, connect_kwargs)
-    with as_file(files("pgsched.migrations")) as location, engine.connect() as conn:
-        cfg = _config(schema, conn, str(location), lock_timeout)
-        command.upgrade(cfg, "head")
+    try:
+        with as_file(files("pgsched.migrations")) as location, engine.connect() as conn:
+            cfg = _config(schema, conn, str(location), lock_timeout)
+            command.upgrade(cfg, "head")
+    except sqlalchemy.exc.OperationalError as exc:  # by meaning, as the store does
+        raise DatabaseUnavailableError(f"cannot migrate: {exc.orig}") from exc
+    except sqlalchemy.exc.ProgrammingError as exc:
+        raise PermissionDeniedError(
+            f"cannot migrate: {exc.orig}; `pgsched migrate` needs a role that may create the "
+            f"{schema} schema (run it as the owner; runners can use --no-migrate)"
+        ) from exc
     before: str | None = cfg.attributes["revision_before"]  # read under the lock (env.py)
     return before, head_revision()
 

@@ -63,37 +63,48 @@ def _fmt(t: datetime) -> str:
     return t.isoformat(timespec="seconds")
 
 
-def _misfire(due: DueJob, late: list[datetime], overflow: bool) -> list[PlannedTick]:
-    """Apply the misfire policy to ticks that are later than the grace allows."""
-    count = f"{len(late)}{'+' if overflow else ''}"
-    missed = (
-        f"missed: {count} tick(s) from {_fmt(late[0])} to {_fmt(late[-1])} were not claimed "
-        f"within misfire_grace={due.misfire_grace:g}s (no runner alive, or job paused)"
+def _missed_reason(due: DueJob, missed: list[datetime], overflow: bool) -> str:
+    count = f"{len(missed)}{'+' if overflow else ''}"
+    reason = (
+        f"missed: {count} tick(s) from {_fmt(missed[0])} to {_fmt(missed[-1])} did not run at "
+        "their time (no runner alive, job paused or orphaned, or the database away)"
     )
     if overflow:
-        missed += f"; only the last misfire_cap={due.misfire_cap} are recorded"
+        reason += f"; only the last misfire_cap={due.misfire_cap} are recorded"
+    return reason
+
+
+def _misfire(due: DueJob, missed: list[datetime], on_time: bool, reason: str) -> list[PlannedTick]:
+    """The fate of the ticks that did not run at their time (downtime, a pause, an outage,
+    or simply a later tick already due): only the latest due tick can be on time. With
+    misfire=once the latest due tick's run stands for all of them; when it is on time the
+    caller adds it."""
     if due.misfire == "skip":
-        return [PlannedTick(due.name, t, "skipped", f"{missed}; misfire=skip") for t in late]
-    if due.misfire == "once":
-        skipped = [
-            PlannedTick(due.name, t, "skipped", f"{missed}; misfire=once runs only the last")
-            for t in late[:-1]
-        ]
-        last = PlannedTick(due.name, late[-1], "pending", f"{missed}; misfire=once: this run")
-        return [*skipped, last]
-    return [PlannedTick(due.name, t, "pending", f"{missed}; misfire=all") for t in late]
+        return [PlannedTick(due.name, t, "skipped", f"{reason}; misfire=skip") for t in missed]
+    if due.misfire == "all":
+        return [PlannedTick(due.name, t, "pending", f"{reason}; misfire=all") for t in missed]
+    skipped = [
+        PlannedTick(due.name, t, "skipped", f"{reason}; misfire=once runs only the latest")
+        for t in (missed if on_time else missed[:-1])
+    ]
+    if on_time:
+        return skipped
+    last = PlannedTick(due.name, missed[-1], "pending", f"{reason}; misfire=once: this run")
+    return [*skipped, last]
 
 
 def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[PlannedTick], int]:
     """Overlap policy and free slots: the first runnable tick may start here and now; the
-    others wait as pending (run one after another unless overlap=allow)."""
+    others wait as pending (run one after another unless overlap=allow). A tick finding
+    runs of its job queued (a misfire=all catch-up, a request) lines up behind them rather
+    than being skipped: a backlog must not push later ticks out."""
     busy = due.busy  # a run was already running when the claim looked
     queued = due.queued  # earlier runs wait: this tick lines up behind them
     out: list[PlannedTick] = []
     for p in planned:
         if p.status == "skipped":
             out.append(p)
-        elif due.busy and due.overlap == "skip":
+        elif due.busy and not due.queued and due.overlap == "skip":
             reason = "previous run still running (overlap=skip)"
             out.append(PlannedTick(p.job_name, p.tick, "skipped", reason))
         elif free > 0 and (due.overlap == "allow" or not (busy or queued)):
@@ -122,9 +133,17 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
         span = ticks[due.misfire_cap] - ticks[0]
         recent = cron.ticks_between(due.db_now - span, due.db_now, due.misfire_cap + 1)
         ticks = recent[-due.misfire_cap :]
-    late = [t for t in ticks if (due.db_now - t).total_seconds() > due.misfire_grace]
-    on_time = [PlannedTick(due.name, t, "pending") for t in ticks if t not in late]
-    planned = (_misfire(due, late, overflow) if late else []) + on_time
+    latest = ticks[-1]
+    on_time = (due.db_now - latest).total_seconds() <= due.misfire_grace
+    missed = ticks[:-1] if on_time else ticks
+    planned: list[PlannedTick] = []
+    note = None
+    if missed:
+        reason = _missed_reason(due, missed, overflow)
+        planned = _misfire(due, missed, on_time, reason)
+        note = f"{reason}; misfire=once: this run" if due.misfire == "once" else None
+    if on_time:
+        planned.append(PlannedTick(due.name, latest, "pending", note))
     assigned, free = _assign(due, planned, free)
     return JobPlan(due.name, next_run_at, tuple(assigned)), free
 

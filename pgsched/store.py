@@ -152,6 +152,20 @@ def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
     ]
 
 
+async def check_reachable(
+    dsn: str, schema: str, timeout: float = 2.0, connect_kwargs: dict[str, Any] | None = None
+) -> None:
+    """Connect once and close, or raise DatabaseUnavailableError with libpq's reason (the
+    host, the port, refused or timed out)."""
+    try:
+        conn = await AsyncConnection.connect(
+            dsn, connect_timeout=max(2, round(timeout)), **(connect_kwargs or {})
+        )
+    except (psycopg.Error, PoolTimeout) as exc:
+        raise translate_error(exc, schema) from exc
+    await conn.close()
+
+
 class TickClaim:
     """Steps of one tick claim inside its transaction (see `Store.tick_claim`)."""
 
@@ -266,6 +280,11 @@ class Store:
 
     async def close(self) -> None:
         await self.pool.close()
+
+    async def check_reachable(self, timeout: float = 2.0) -> None:
+        """One direct connection, to fail a one-shot command within `timeout` seconds with
+        the server's own reason (a pool only says it timed out, after its whole timeout)."""
+        await check_reachable(self.dsn, self.schema, timeout, self.topology.connect_kwargs)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -33,11 +33,28 @@ def test_one_due_tick_starts_here_and_next_run_moves_past_now() -> None:
     assert free == 3
 
 
-def test_ticks_within_grace_all_run_one_after_another() -> None:
+def test_only_the_latest_due_tick_is_on_time_even_inside_the_grace() -> None:
+    """Four ticks due at once (3 s late, grace 5 s): the three older ones were missed, and
+    misfire=once runs one run for all of them, the latest tick's."""
     plan, _ = plan_job(due(db_now=T0 + timedelta(seconds=3)), free=4)
-    assert [t.status for t in plan.ticks] == ["running", "pending", "pending", "pending"]
     assert [t.tick for t in plan.ticks] == [T0 + timedelta(seconds=i) for i in range(4)]
+    assert [t.status for t in plan.ticks] == ["skipped", "skipped", "skipped", "running"]
+    assert all("misfire=once runs only the latest" in (t.message or "") for t in plan.ticks[:3])
+    assert "3 tick(s)" in (plan.ticks[3].message or "")
+    assert "misfire=once: this run" in (plan.ticks[3].message or "")
     assert plan.next_run_at == T0 + timedelta(seconds=4)
+
+
+def test_misfire_all_inside_the_grace_runs_each_tick_one_after_another() -> None:
+    plan, _ = plan_job(due(misfire="all", db_now=T0 + timedelta(seconds=3)), free=4)
+    assert [t.status for t in plan.ticks] == ["running", "pending", "pending", "pending"]
+
+
+def test_a_tick_lines_up_behind_a_catch_up_backlog_instead_of_being_skipped() -> None:
+    """overlap=skip skips a tick while a run runs, but not behind queued runs (a misfire=all
+    catch-up): a backlog must not push the job's later ticks out."""
+    plan, _ = plan_job(due(busy=True, queued=True), free=4)
+    assert [t.status for t in plan.ticks] == ["pending"]
 
 
 def test_overlap_skip_records_the_tick_when_a_run_is_still_running() -> None:
@@ -51,7 +68,9 @@ def test_overlap_skip_records_the_tick_when_a_run_is_still_running() -> None:
 def test_overlap_queue_waits_and_allow_runs_concurrently() -> None:
     queued, _ = plan_job(due(busy=True, overlap="queue"), free=4)
     assert [t.status for t in queued.ticks] == ["pending"]
-    allowed, _ = plan_job(due(busy=True, overlap="allow", db_now=T0 + timedelta(seconds=1)), free=4)
+    allowed, _ = plan_job(
+        due(busy=True, overlap="allow", misfire="all", db_now=T0 + timedelta(seconds=1)), free=4
+    )
     assert [t.status for t in allowed.ticks] == ["running", "running"]
 
 
@@ -60,27 +79,54 @@ def test_no_free_slot_leaves_a_due_job_for_a_claim_with_room() -> None:
     assert [(p.job_name, [t.status for t in p.ticks]) for p in plans] == [("a", ["running"])]
 
 
-def late(policy: str) -> DueJob:
-    # the claim happens at 12:00:10.5 with a 2 s grace: 12:00:00..12:00:08 are missed,
-    # 12:00:09 and 12:00:10 are merely late
-    return due(misfire=policy, db_now=T0 + timedelta(seconds=10.5), misfire_grace=2.0)
+def late(policy: str, seconds: float = 10.5) -> DueJob:
+    # the claim happens at 12:00:10.5 with a 2 s grace: 12:00:00..12:00:09 are missed (a
+    # later tick is due), 12:00:10 is the latest due tick, half a second late: on time
+    return due(misfire=policy, db_now=T0 + timedelta(seconds=seconds), misfire_grace=2.0)
 
 
 def test_misfire_skip_records_every_missed_tick_with_the_reason() -> None:
     plan, _ = plan_job(late("skip"), free=4)
     skipped = [t for t in plan.ticks if t.status == "skipped"]
-    assert [t.tick for t in skipped] == [T0 + timedelta(seconds=i) for i in range(9)]
+    assert [t.tick for t in skipped] == [T0 + timedelta(seconds=i) for i in range(10)]
     assert all("misfire=skip" in (t.message or "") for t in skipped)
-    # the two ticks still inside the grace run normally
-    assert [t.status for t in plan.ticks[9:]] == ["running", "pending"]
+    # the latest due tick is on time and runs normally
+    assert [(t.tick, t.status) for t in plan.ticks[10:]] == [
+        (T0 + timedelta(seconds=10), "running")
+    ]
+
+
+def test_misfire_skip_runs_nothing_when_even_the_latest_tick_is_past_the_grace() -> None:
+    # ticks 12:00:00, :05 and :10 are due at 12:00:13; the latest is 3 s late, past the 2 s
+    # grace: missed too, so nothing runs
+    gone, _ = plan_job(
+        due(
+            misfire="skip",
+            schedule="*/5 * * * * *",
+            db_now=T0 + timedelta(seconds=13),
+            misfire_grace=2.0,
+        ),
+        free=4,
+    )
+    assert [t.status for t in gone.ticks] == ["skipped"] * 3
 
 
 def test_misfire_once_runs_the_missed_period_once() -> None:
     plan, _ = plan_job(late("once"), free=4)
     statuses = [t.status for t in plan.ticks]
-    assert statuses[:8] == ["skipped"] * 8
-    assert plan.ticks[8].status == "running" and "misfire=once" in (plan.ticks[8].message or "")
-    assert statuses[9:] == ["pending", "pending"]
+    assert statuses == ["skipped"] * 10 + ["running"]
+    assert "misfire=once: this run" in (plan.ticks[10].message or "")
+    # past the grace even the latest tick is missed: it still runs, as the one run
+    stale, _ = plan_job(
+        due(
+            misfire="once",
+            schedule="*/5 * * * * *",
+            db_now=T0 + timedelta(seconds=13),
+            misfire_grace=2.0,
+        ),
+        free=4,
+    )
+    assert [t.status for t in stale.ticks] == ["skipped", "skipped", "running"]
 
 
 def test_misfire_all_runs_every_missed_tick_up_to_the_cap() -> None:
