@@ -225,7 +225,7 @@ def _parse_part(spec: _FieldSpec, value: str, part: str) -> range:
     if star:
         return range(spec.low, spec.high + 1, step)
     first = _number(spec, value, first_text)
-    if last_text is None:  # "5/15" is 5-59/15, as in cronie, Quartz and cronsim
+    if last_text is None:  # "5/15" is 5-59/15, as Quartz and cronsim read it
         last = first if step_text is None else spec.high
     else:
         last = _number(spec, value, last_text)

@@ -405,7 +405,7 @@ def test_weekday_names_numbers_and_seven_for_sunday() -> None:
 
 
 def test_a_value_with_a_step_runs_to_the_end_of_the_field() -> None:
-    # "5/15" is "5-59/15", as in cronie, Quartz and cronsim.
+    # "5/15" is "5-59/15", as Quartz and cronsim read it.
     assert ticks("5/15 * * * * *", utc(2027, 1, 1), 4) == [
         utc(2027, 1, 1, 0, 0, 5),
         utc(2027, 1, 1, 0, 0, 20),
