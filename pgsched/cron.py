@@ -176,12 +176,12 @@ def _unsupported(spec: _FieldSpec, part: str) -> str | None:
         return "'?' (Quartz's 'no specific value') is not supported, write '*'"
     if "#" in part:
         return "'#' (Quartz's 'nth weekday of the month') is not supported"
-    if spec.name == "day" and "w" in lowered:
+    if spec.name == "day" and re.fullmatch(r"[0-9]+w|lw", lowered):
         return "'W' (Quartz's 'nearest weekday') is not supported"
-    if spec.name == "day" and "l" in lowered:
+    if spec.name == "day" and re.fullmatch(r"l(-[0-9]+)?", lowered):
         return "'L' (Quartz's 'last day of the month') is not supported"
-    if spec.name == "weekday" and re.fullmatch(r"[0-9]*l", lowered):
-        return "'L' (Quartz's 'last weekday of the month') is not supported"
+    if spec.name == "weekday" and re.fullmatch(r"[0-9]?l", lowered):
+        return "'L' (Quartz's 'last ... of the month') is not supported"
     return None
 
 
@@ -267,19 +267,18 @@ class _Fields:
     def wall_next(self, wall: datetime) -> datetime:
         """First matching naive wall time strictly after `wall` (whole seconds)."""
         t = wall.replace(microsecond=0) + _SECOND
-        year, month = t.year, t.month
+        year, month, today = t.year, t.month, t.day
         for _ in range(_SEARCH_MONTHS):
             if month in self.months:
                 for day in self._days_of(year, month):
-                    if (year, month, day) > (t.year, t.month, t.day):
-                        return datetime(
-                            year, month, day, self.hours[0], self.minutes[0], self.seconds[0]
-                        )
-                    if day == t.day and (year, month) == (t.year, t.month):
+                    if day == today:  # the rest of today, if any of it matches
                         found = self._time_from(t.hour, t.minute, t.second)
                         if found is not None:
                             return datetime(year, month, day, *found)
-            month += 1
+                    elif day > today:
+                        first = self.hours[0], self.minutes[0], self.seconds[0]
+                        return datetime(year, month, day, *first)
+            month, today = month + 1, 0  # later months: every day is after today
             if month == 13:
                 year, month = year + 1, 1
         raise AssertionError(f"no tick within 100 years of {wall}")  # checked by can_fire
