@@ -1,23 +1,30 @@
 """Cron schedules: seconds-first 6-field expressions evaluated in a job's timezone.
 
 The fields mean what crontab(5) says (Vixie cron, cronie, Debian): values, ranges, steps and
-names, and the day of the month OR the day of the week only when both are restricted. Quartz
-extensions (`?`, `L`, `W`, `#`) and croniter's hashing are refused with the field and token.
-Wall times are matched here, and mapped to UTC instants with Debian cron's rules for DST
-changes: a fixed-time schedule fires once per wall-clock tick, a wildcard one (`*` leading its
-minute or hour field) follows elapsed time.
+names, and the day of the month OR the day of the week only when both are restricted. This
+module parses each field itself, so that an error names the field, the token and the fix
+(reversed ranges, Quartz's `?`, `L`, `W`, `#` and croniter's hashing are refused, and so is a
+schedule that can never fire), and hands croniter only a rewritten form it cannot misread.
+croniter does the field arithmetic on naive wall-clock times, seconds first, with `day_or`
+set by crontab(5)'s rule; this module maps those wall times to UTC instants with Debian cron's
+rules for DST changes, which croniter's own timezone handling does not follow: a fixed-time
+schedule fires once per wall-clock tick, a wildcard one (`*` leading its minute or hour field)
+follows elapsed time.
 """
 
 from __future__ import annotations
 
 import bisect
-import calendar
 import difflib
 import functools
+import itertools
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import CroniterError, croniter
 
 from pgsched.errors import CronError
 
@@ -65,10 +72,8 @@ _PART_RE = re.compile(r"^(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?$")
 _HASH_RE = re.compile(r"^[hr](\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
 _LONGEST_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _US = timedelta(microseconds=1)
-_SECOND = timedelta(seconds=1)
 _PROBE_STEP = timedelta(hours=6)  # no zone has two transitions this close together
 _FIXED_ZONE_RE = re.compile(r"^(UTC|UCT|GMT|Zulu|Universal|Greenwich|Etc/.+)$")
-_SEARCH_MONTHS = 12 * 100  # a valid schedule fires within ~40 years (29 Feb on a Sunday)
 
 
 def _fail(expression: str, reason: str, job: str | None) -> CronError:
@@ -234,106 +239,65 @@ def _parse_part(spec: _FieldSpec, value: str, part: str) -> range:
     return range(first, last + 1, step)
 
 
-def _parse_field(spec: _FieldSpec, value: str) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=4096)
+def _parse_field(index: int, value: str) -> tuple[tuple[int, ...], str]:
+    """The values one field names (weekday 7 read as 0), and the field in croniter's form;
+    cached because 100,000 jobs share a few hundred field texts ("*", "0", "30", ...)."""
+    spec = _SPECS[index]
     found: set[int] = set()
     for part in value.split(","):
         found.update(_parse_part(spec, value, part))
     if spec.name == "weekday" and 7 in found:
         found = (found - {7}) | {0}
-    return tuple(sorted(found))
+    values = tuple(sorted(found))
+    return values, _croniter_field(spec, values)
+
+
+def _croniter_field(spec: _FieldSpec, values: tuple[int, ...]) -> str:
+    """A field as croniter cannot misread it: `*`, `a-b` or `a-b/n` with a < b, or a list of
+    numbers. croniter reads an equal range (`5-5`, `sun-sun`) as the whole field, and `a/n`,
+    names and weekday 7 its own ways; none of them reach it."""
+    size = 7 if spec.name == "weekday" else spec.high - spec.low + 1
+    if len(values) == size:
+        return "*"
+    if len(values) >= 3:
+        step = values[1] - values[0]
+        if all(b - a == step for a, b in itertools.pairwise(values)):
+            steps = "" if step == 1 else f"/{step}"
+            return f"{values[0]}-{values[-1]}{steps}"
+    return ",".join(map(str, values))
 
 
 @dataclass(frozen=True)
 class _Fields:
-    """The parsed fields, and the naive wall-clock arithmetic on them."""
+    """What the validation read: the form croniter is handed and how it combines the days."""
 
-    seconds: tuple[int, ...]
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 is Sunday
-    day_or_weekday: bool  # crontab(5): OR only when neither field starts with "*"
-    _month_days: dict[tuple[int, int], tuple[int, ...]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def can_fire(self) -> bool:
-        """Some real date matches (every date falls on each weekday within 40 years)."""
-        if self.day_or_weekday:
-            return True  # each month has every weekday
-        return any(day <= _LONGEST_MONTH[month] for month in self.months for day in self.days)
-
-    def wall_next(self, wall: datetime) -> datetime:
-        """First matching naive wall time strictly after `wall` (whole seconds)."""
-        t = wall.replace(microsecond=0) + _SECOND
-        year, month, today = t.year, t.month, t.day
-        for _ in range(_SEARCH_MONTHS):
-            if month in self.months:
-                for day in self._days_of(year, month):
-                    if day == today:  # the rest of today, if any of it matches
-                        found = self._time_from(t.hour, t.minute, t.second)
-                        if found is not None:
-                            return datetime(year, month, day, *found)
-                    elif day > today:
-                        first = self.hours[0], self.minutes[0], self.seconds[0]
-                        return datetime(year, month, day, *first)
-            month, today = month + 1, 0  # later months: every day is after today
-            if month == 13:
-                year, month = year + 1, 1
-        raise AssertionError(f"no tick within 100 years of {wall}")  # checked by can_fire
-
-    def _days_of(self, year: int, month: int) -> tuple[int, ...]:
-        days = self._month_days.get((year, month))
-        if days is None:
-            first_weekday, length = calendar.monthrange(year, month)  # Monday is 0
-            days = tuple(
-                day
-                for day in range(1, length + 1)
-                if self._day_matches(day, (first_weekday + day) % 7)
-            )
-            self._month_days[(year, month)] = days
-        return days
-
-    def _day_matches(self, day: int, weekday: int) -> bool:
-        if self.day_or_weekday:
-            return day in self.days or weekday in self.weekdays
-        return day in self.days and weekday in self.weekdays
-
-    def _time_from(self, hour: int, minute: int, second: int) -> tuple[int, int, int] | None:
-        """The first (hour, minute, second) of the fields at or after the given one."""
-        hours, minutes, seconds = self.hours, self.minutes, self.seconds
-        h = bisect.bisect_left(hours, hour)
-        if h < len(hours) and hours[h] == hour:
-            m = bisect.bisect_left(minutes, minute)
-            if m < len(minutes) and minutes[m] == minute:
-                s = bisect.bisect_left(seconds, second)
-                if s < len(seconds):
-                    return hour, minute, seconds[s]
-                m += 1
-            if m < len(minutes):
-                return hour, minutes[m], seconds[0]
-            h += 1
-        if h < len(hours):
-            return hours[h], minutes[0], seconds[0]
-        return None
+    croniter_expression: str  # 6 fields, seconds first, in `_croniter_field`'s form
+    day_or: bool  # crontab(5): day OR weekday only when neither field starts with "*"
 
 
 def _parse_fields(normalised: str) -> _Fields:
     """Parse 6 seconds-first fields, or raise ValueError naming the field, token and fix."""
     texts = normalised.split()
-    second, minute, hour, day, month, weekday = (
-        _parse_field(spec, text) for spec, text in zip(_SPECS, texts, strict=True)
-    )
+    parsed = [_parse_field(index, text) for index, text in enumerate(texts)]
     either = not texts[3].startswith("*") and not texts[5].startswith("*")
-    fields = _Fields(
-        second, minute, hour, frozenset(day), frozenset(month), frozenset(weekday), either
-    )
-    if not fields.can_fire():
+    days, months = parsed[3][0], parsed[4][0]
+    if not either and not any(day <= _LONGEST_MONTH[m] for m in months for day in days):
+        # AND: each real date falls on every weekday within 40 years (croniter looks 50
+        # ahead). OR: every month has every weekday.
         raise ValueError(
             f"it never matches a real date: no month {texts[4]!r} has a day {texts[3]!r}"
         )
-    return fields
+    fields = [croniter_form for _, croniter_form in parsed]
+    if either and "*" in (fields[3], fields[5]):
+        # All days are one of them: croniter would AND a "*" with the other field instead.
+        fields[3] = fields[5] = "*"
+        either = False
+    return _Fields(" ".join(fields), either)
+
+
+class _NoNextTick(Exception):
+    """croniter failed to compute a tick of an expression the validation accepted."""
 
 
 @dataclass(frozen=True)
@@ -342,7 +306,18 @@ class _Compiled:
     zone: ZoneInfo
     fixed: timedelta | None  # the offset of a zone that never changes it: skips all DST work
     elapsed: bool  # "*" leads the minute or hour field: follows elapsed time across DST
-    fields: _Fields = field(compare=False)
+    iterator: croniter = field(compare=False)
+    lock: threading.Lock = field(compare=False)
+
+    def wall_next(self, wall: datetime) -> datetime:
+        """First matching naive wall time strictly after `wall` (whole seconds)."""
+        start = wall.replace(microsecond=0)  # exact in croniter's float timestamps
+        try:
+            with self.lock:  # croniter keeps its cursor in the instance
+                result: datetime = self.iterator.get_next(datetime, start_time=start)
+        except (CroniterError, ValueError, OverflowError) as exc:
+            raise _NoNextTick(f"croniter found no tick after {wall.isoformat()} ({exc})") from exc
+        return result
 
 
 def _normalise(expression: str) -> str:
@@ -371,8 +346,8 @@ _PLAIN_PART = re.compile(r"^(?:\*|([0-9]{1,2})(?:-([0-9]{1,2}))?)(?:/([0-9]{1,2}
 def _plainly_valid(normalised: str) -> bool:
     """True when every field is only `*`, numbers and upward `a-b` ranges (with optional
     `/step`) within bounds, and day or month is `*`: a subset of what the full parse accepts
-    (a unit test checks that). The full parse costs ~20 µs per distinct expression: too slow
-    to validate 100,000 jobs on every start."""
+    (a unit test checks that). The full parse and croniter's cost ~50 µs per distinct
+    expression: too slow to validate 100,000 jobs on every start."""
     fields = normalised.split()
     if fields[3] != "*" and fields[4] != "*":
         return False  # "0 0 0 30 2 *" parses but never fires: the full parse tells
@@ -440,13 +415,21 @@ def _compile(expression: str, timezone: str) -> _Compiled | str:
     try:
         normalised = _normalise(expression)
         fields = _parse_fields(normalised)
+        iterator = croniter(
+            fields.croniter_expression,
+            datetime(2000, 1, 1),
+            day_or=fields.day_or,
+            second_at_beginning=True,
+        )
+    except CroniterError as exc:  # pragma: no cover - the validation hands it only its syntax
+        return f"croniter refused it ({exc})"
     except ValueError as exc:
         return str(exc)
     zone = get_zone(timezone)
     minute, hour = normalised.split()[1:3]
     elapsed = minute.startswith("*") or hour.startswith("*")
     fixed = _offset(zone, datetime(2000, 1, 1)) if _FIXED_ZONE_RE.match(timezone) else None
-    return _Compiled(normalised, zone, fixed, elapsed, fields)
+    return _Compiled(normalised, zone, fixed, elapsed, iterator, threading.Lock())
 
 
 def _to_naive_utc(moment: datetime, what: str) -> datetime:
@@ -461,13 +444,14 @@ class CronSchedule:
 
     expression: str
     timezone: str = "UTC"
+    job: str | None = field(default=None, compare=False)  # named in errors
     _compiled: _Compiled = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         get_zone(self.timezone)
         compiled = _compile(self.expression, self.timezone)
         if isinstance(compiled, str):
-            raise _fail(self.expression, compiled, None)
+            raise _fail(self.expression, compiled, self.job)
         object.__setattr__(self, "_compiled", compiled)
 
     @property
@@ -492,9 +476,15 @@ class CronSchedule:
         return ticks
 
     def _next(self, after: datetime) -> datetime:
+        try:
+            return self._next_tick(after)
+        except _NoNextTick as exc:  # the validation proved it fires: croniter's fault, say so
+            raise _fail(self.expression, str(exc), self.job) from exc.__cause__
+
+    def _next_tick(self, after: datetime) -> datetime:
         c = self._compiled
         if c.fixed is not None:
-            return c.fields.wall_next(after + c.fixed) - c.fixed
+            return c.wall_next(after + c.fixed) - c.fixed
         cursor = after
         while True:
             found = self._next_in_segment(cursor, after)
@@ -517,11 +507,11 @@ class CronSchedule:
         start_wall = cursor + offset
         if prev is not None and not c.elapsed:
             if prev.after > prev.before and prev.at > after:  # spring forward, not yet fired
-                if c.fields.wall_next(prev.at + prev.before - _US) < prev.at + prev.after:
+                if c.wall_next(prev.at + prev.before - _US) < prev.at + prev.after:
                     return prev.at
             elif prev.before > prev.after:  # fall back: the repeated walls fired before it
                 start_wall = max(start_wall, prev.at + prev.before - _US)
-        instant = c.fields.wall_next(start_wall) - offset
+        instant = c.wall_next(start_wall) - offset
         nxt = _next_transition(c.zone, probe, instant)
         return instant if nxt is None else nxt
 
@@ -536,4 +526,4 @@ def parse_schedule(
     compiled = _compile(expression, timezone)
     if isinstance(compiled, str):
         raise _fail(expression, compiled, job)
-    return CronSchedule(expression, timezone)
+    return CronSchedule(expression, timezone, job)

@@ -7,11 +7,14 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from croniter import croniter
 
 from pgsched.cron import (
     CronSchedule,
     _compile,
     _normalise,
+    _parse_field,
+    _parse_fields,
     _plainly_valid,
     check_schedule,
     parse_schedule,
@@ -422,6 +425,73 @@ def test_a_range_with_a_step() -> None:
         utc(2027, 1, 1, 0, 10),
         utc(2027, 1, 1, 1, 1),
     ]
+
+
+# --- croniter does the arithmetic, on a form of the fields that pgsched's parse wrote for it.
+
+_FULL = [range(60), range(60), range(24), range(1, 32), range(1, 13), range(7)]
+_CRONITER_ORDER = [5, 0, 1, 2, 3, 4]  # where croniter keeps second, minute, ... weekday
+
+
+def _croniter_reads(expression: str) -> list[set[int]]:
+    """The values croniter reads from 6 seconds-first fields, seconds first ("*" as all)."""
+    expanded = croniter.expand(expression, second_at_beginning=True)[0]
+    found = [expanded[i] for i in _CRONITER_ORDER]
+    return [set(full) if v == ["*"] else set(v) for full, v in zip(_FULL, found, strict=True)]
+
+
+def test_croniter_reads_the_values_the_validation_read() -> None:
+    rng = random.Random(20261201)
+    checked = either = 0
+    for _ in range(30_000):
+        restricted = [0.4, 0.4, 0.4, 0.9, 0.4, 0.9]  # day OR weekday wants both restricted
+        fields = [_random_field(rng) if rng.random() < p else "*" for p in restricted]
+        try:
+            normalised = _normalise(" ".join(fields))
+            handed = _parse_fields(normalised)
+        except ValueError:
+            continue
+        ours = [set(_parse_field(i, text)[0]) for i, text in enumerate(normalised.split())]
+        read = _croniter_reads(handed.croniter_expression)
+        assert read[:3] == ours[:3] and read[4] == ours[4], (normalised, handed)
+        day_text, weekday_text = normalised.split()[3::2]
+        crontab_or = not day_text.startswith("*") and not weekday_text.startswith("*")
+        if crontab_or and not handed.day_or:  # one of them is every day: so is the OR
+            assert ours[3] == set(_FULL[3]) or ours[5] == set(_FULL[5]), normalised
+            assert read[3] == set(_FULL[3]) and read[5] == set(_FULL[5])
+        else:
+            assert handed.day_or == crontab_or, normalised
+            assert read[3] == ours[3] and read[5] == ours[5], (normalised, handed)
+        checked += 1
+        either += handed.day_or
+    assert checked > 1_500 and either > 150
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        # croniter alone reads an equal range as the whole field: every second, every day.
+        ("5-5 * * * * *", [utc(2027, 1, 1, 0, 0, 5), utc(2027, 1, 1, 0, 1, 5)]),
+        ("0 0 0 * * 7-7", [utc(2027, 1, 3), utc(2027, 1, 10)]),
+        ("0 0 0 * * sun-sun", [utc(2027, 1, 3), utc(2027, 1, 10)]),
+        ("0 0 0 * jun-jun *", [utc(2027, 6, 1), utc(2027, 6, 2)]),
+        # Both restricted, one of them every day: the OR is every day (croniter, handed
+        # "1,15" and a weekday field it folds into "*", would give the 1st and 15th only).
+        ("0 0 0 1,15 * 0-6", [utc(2027, 1, 2), utc(2027, 1, 3)]),
+        ("0 0 0 1,15 * sun-sat", [utc(2027, 1, 2), utc(2027, 1, 3)]),
+        ("0 0 0 1-31 * 1-5", [utc(2027, 1, 2), utc(2027, 1, 3)]),
+    ],
+)
+def test_equal_ranges_and_whole_fields_mean_what_crontab_says(
+    expression: str, expected: list[datetime]
+) -> None:
+    assert ticks(expression, utc(2027, 1, 1), len(expected)) == expected
+
+
+def test_a_croniter_failure_is_a_cron_error_naming_the_job_and_expression() -> None:
+    schedule = parse_schedule("0 0 0 1 1 *", job="new-year")
+    with pytest.raises(CronError, match=r"job 'new-year': invalid schedule '0 0 0 1 1 \*'"):
+        schedule.next_after(utc(9999, 6, 1))  # the next 1 January is in year 10000
 
 
 @pytest.mark.parametrize(
