@@ -330,6 +330,8 @@ class LoopWatch(Duty):
 
     async def step(self) -> float | None:
         now = time.monotonic()
+        if self._posted is None and not any(r.on_job_loop for r in self.executor.running.values()):
+            return min(0.25, self.threshold / 4)  # no async job: nothing can block the loop
         if self._posted is None:
             self._answered = None
             self._posted = now
