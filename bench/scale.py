@@ -114,16 +114,18 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         )
         conn.execute("INSERT INTO pgsched.runners (id, hostname, pid) VALUES ('explain', 'h', 1)")
         conn.execute(q["plan_by_index"])  # as every claim and result transaction starts
+        version = scalar(dsn, "SELECT code_version FROM pgsched.definitions LIMIT 1")
         params: dict[str, dict[str, Any]] = {
             "lock_due_jobs": {
                 "runner": "explain",
+                "code_version": version,
                 "limit": 100,
                 "ahead": 0,
                 "lookahead": 0.5,
                 "lease_timeout": 15.0,
             },
-            "claim_pending": {"limit": 100, "runner": "explain"},
-            "seconds_until_due": {},
+            "claim_pending": {"limit": 100, "runner": "explain", "code_version": version},
+            "seconds_until_due": {"code_version": version},
             "reap_lost_runners": {"lease_timeout": 15.0},
         }
         for name in ["lock_due_jobs", "seconds_until_due"]:

@@ -203,14 +203,24 @@ def _upgrade(app: App) -> tuple[str | None, str]:
 
 
 def _sync(app: App) -> None:
-    report = app.with_store(lambda s: s.sync(app.registry))
+    lease = app.profile.runner.lease_timeout
+    report = app.with_store(lambda s: s.sync(app.registry, lease))
     click.echo(
         f"synced {len(app.registry)} jobs: {len(report.inserted)} new, "
         f"{len(report.updated)} changed, {report.unchanged} unchanged, "
         f"{len(report.orphaned)} newly orphaned"
-        + (f" ({', '.join(report.orphaned)})" if report.orphaned else ""),
+        + (f" ({', '.join(report.orphaned)})" if report.orphaned else "")
+        + f"; code version {report.code_version}",
         err=True,
     )
+    if report.defined_elsewhere:
+        shown = ", ".join(report.defined_elsewhere[:10])
+        click.echo(
+            f"warning: this sync changed the definition of {len(report.defined_elsewhere)} "
+            f"job(s) that live runners of other code versions define too ({shown}); the "
+            "last code to sync is in force (`pgsched jobs status` lists the live versions)",
+            err=True,
+        )
 
 
 @cli.command()
@@ -425,10 +435,12 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
     app: App = ctx.obj
 
     async def fetch(store: Store) -> dict[str, Any]:
+        lease = app.profile.runner.lease_timeout
         return {
-            "runners": await store.live_runners(app.profile.runner.lease_timeout),
+            "runners": await store.live_runners(lease),
             "running": await store.running_runs(),
             "recent_failures": await store.recent_failures(),
+            "waiting_for_code": await store.waiting_for_code(lease),
         }
 
     status = app.with_store(fetch)
@@ -444,9 +456,24 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
             ("pid", "PID"),
             ("concurrency", "SLOTS"),
             ("running", "RUNNING"),
+            ("version", "PGSCHED"),
+            ("code_version", "CODE"),
             ("heartbeat_at", "HEARTBEAT"),
         ],
     )
+    versions = sorted({r["code_version"] or "(before 0.2)" for r in status["runners"]})
+    if len(versions) > 1:
+        click.echo(
+            f"live code versions: {', '.join(versions)}: each runner claims only the jobs its "
+            "code defines; a job's definition in force is the last synced (`jobs show`: "
+            "defined_by)"
+        )
+    if status["waiting_for_code"]:
+        click.echo("\npending runs waiting for a runner whose code defines their job:")
+        print_table(
+            status["waiting_for_code"],
+            [("job_name", "JOB"), ("pending", "PENDING"), ("since", "SINCE")],
+        )
     click.echo(f"\nrunning ({len(status['running'])}):")
     _print_runs(status["running"])
     click.echo(f"\nfailures in the last 24 h ({len(status['recent_failures'])} shown):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import sys
@@ -150,6 +151,13 @@ class Registry:
     @property
     def names(self) -> list[str]:
         return sorted(self.definitions)
+
+    @cached_property
+    def code_version(self) -> str:
+        """Which code this is, as the database knows it: a hash of the job names it defines.
+        Runners claim only jobs their code version defines (pgsched.definitions)."""
+        digest = hashlib.sha256("\n".join(self.names).encode()).hexdigest()
+        return digest[:16]
 
 
 def build_registry(extensions: Iterable[Extension], profile: Profile) -> Registry:

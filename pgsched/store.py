@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +132,8 @@ class SyncReport:
     updated: list[str]  # existing rows the sync changed
     orphaned: list[str]
     unchanged: int = 0
+    code_version: str = ""
+    defined_elsewhere: list[str] = field(default_factory=list)  # changed, and live elsewhere
 
 
 def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
@@ -169,10 +171,13 @@ async def check_reachable(
 class TickClaim:
     """Steps of one tick claim inside its transaction (see `Store.tick_claim`)."""
 
-    def __init__(self, conn: AsyncConnection[Any], q: dict[str, str], runner_id: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection[Any], q: dict[str, str], runner_id: str, code_version: str
+    ) -> None:
         self._conn = conn
         self._q = q
         self._runner_id = runner_id
+        self._code_version = code_version
         self._cur = conn.cursor(row_factory=dict_row)
         self._sent = 0.0
         self._recorded = False
@@ -188,6 +193,7 @@ class TickClaim:
         what other runners committed before they let go of them."""
         params = {
             "runner": self._runner_id,
+            "code_version": self._code_version,
             "limit": free,
             "ahead": ahead,
             "lookahead": lookahead if ahead else 0.0,
@@ -308,12 +314,23 @@ class Store:
     # --- runners -------------------------------------------------------------------------
 
     async def register_runner(
-        self, runner_id: str, hostname: str, pid: int, concurrency: int, version: str
+        self,
+        runner_id: str,
+        hostname: str,
+        pid: int,
+        concurrency: int,
+        version: str,
+        code_version: str | None = None,
     ) -> None:
         await self._all(
             "register_runner",
             dict(
-                id=runner_id, hostname=hostname, pid=pid, concurrency=concurrency, version=version
+                id=runner_id,
+                hostname=hostname,
+                pid=pid,
+                concurrency=concurrency,
+                version=version,
+                code_version=code_version,
             ),
         )
 
@@ -321,8 +338,23 @@ class Store:
         """False when this runner was declared dead by another and must re-register."""
         return await self._one("heartbeat", {"id": runner_id, "stopping": stopping}) is not None
 
-    async def unregister_runner(self, runner_id: str) -> None:
+    async def unregister_runner(self, runner_id: str, lease_timeout: float = 15.0) -> list[str]:
+        """Leave the runners table; jobs that no live runner defines any more (this was the
+        last runner of its code version) are orphaned. Returns those."""
         await self._all("unregister_runner", {"id": runner_id})
+        return await self.orphan_undefined_jobs(lease_timeout)
+
+    async def orphan_undefined_jobs(
+        self, lease_timeout: float, code_version: str | None = None
+    ) -> list[str]:
+        rows = await self._all(
+            "orphan_undefined_jobs", {"code_version": code_version, "lease_timeout": lease_timeout}
+        )
+        return [r["name"] for r in rows]
+
+    async def waiting_for_code(self, lease_timeout: float) -> list[Row]:
+        """Pending runs of jobs that no live runner's code defines, by job."""
+        return await self._all("waiting_for_code", {"lease_timeout": lease_timeout})
 
     async def reap_lost(self, lease_timeout: float) -> tuple[list[str], list[int]]:
         """Fail the runs of runners that stopped heartbeating; returns (runners, runs)."""
@@ -330,6 +362,8 @@ class Store:
         ownerless = await self._all("reap_ownerless_runs", {"lease_timeout": lease_timeout})
         runners = (row or {}).get("runners") or []
         runs = ((row or {}).get("runs") or []) + [r["id"] for r in ownerless]
+        if runners:  # the last runner of a code version may be among them
+            await self.orphan_undefined_jobs(lease_timeout)
         return runners, runs
 
     async def fail_stranded_runs(self, runner_id: str, known: list[int]) -> list[int]:
@@ -338,7 +372,7 @@ class Store:
 
     # --- claiming --------------------------------------------------------------------------
 
-    async def claim_pending(self, runner_id: str, limit: int) -> PendingClaim:
+    async def claim_pending(self, runner_id: str, limit: int, code_version: str) -> PendingClaim:
         """Claim manual requests, retries and queued ticks whose time has come.
 
         Runs of jobs that allow overlap (a queue's usual case) start here, in one statement
@@ -349,7 +383,10 @@ class Store:
                 await conn.execute(self.q["plan_by_index"])
                 cur = conn.cursor(row_factory=dict_row)
                 sent = time.monotonic()
-                await cur.execute(self.q["claim_pending"], {"limit": limit, "runner": runner_id})
+                await cur.execute(
+                    self.q["claim_pending"],
+                    {"limit": limit, "runner": runner_id, "code_version": code_version},
+                )
             rows = await cur.fetchall()
         exclusive = [(r["id"], r["job_name"]) for r in rows if r["status"] == "pending"]
         return PendingClaim(_claimed(rows, sent), exclusive)
@@ -382,13 +419,13 @@ class Store:
             return _claimed(await cur.fetchall(), sent)
 
     @asynccontextmanager
-    async def tick_claim(self, runner_id: str) -> AsyncIterator[TickClaim]:
+    async def tick_claim(self, runner_id: str, code_version: str) -> AsyncIterator[TickClaim]:
         """One tick claim's transaction, for `runner.claiming` to walk through: lock the due
         jobs, plan their ticks (the caller, between the two statements), record them. The
         commit goes out with the record; `TickClaim.claimed` holds the result after the
         block."""
         async with self._connection() as conn, conn.pipeline():
-            claim = TickClaim(conn, self.q, runner_id)
+            claim = TickClaim(conn, self.q, runner_id, code_version)
             async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 yield claim
@@ -418,12 +455,12 @@ class Store:
             cur = await conn.execute(self.q["unclaim_ticks"], {"runs": document})
             return [row[0] for row in await cur.fetchall()]
 
-    async def seconds_until_due(self) -> tuple[float | None, float | None]:
+    async def seconds_until_due(self, code_version: str) -> tuple[float | None, float | None]:
         """(until the earliest due tick, until the earliest pending run), by the database
         clock; None where there is none."""
         async with self._connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(self.q["plan_by_index"])
-            cur = await conn.execute(self.q["seconds_until_due"])
+            cur = await conn.execute(self.q["seconds_until_due"], {"code_version": code_version})
         row = await cur.fetchone()
         assert row is not None
         return row[0], row[1]
@@ -472,10 +509,14 @@ class Store:
 
     # --- definitions -----------------------------------------------------------------------
 
-    async def sync(self, registry: Registry) -> SyncReport:
-        """Upsert the definitions that changed (with overrides), keep `paused`, orphan what
-        left the code. Unchanged rows are not written: a runner start with 100,000 jobs
-        leaves no dead tuples behind in the table every claim scans."""
+    async def sync(self, registry: Registry, lease_timeout: float = 15.0) -> SyncReport:
+        """Upsert the definitions that changed (with overrides), keep `paused`, record the
+        job names this code version defines, orphan what no code that lives defines (this
+        one, and live runners' within `lease_timeout`). Unchanged rows are not written: a
+        runner start with 100,000 jobs leaves no dead tuples behind in the table every claim
+        scans."""
+        version = registry.code_version
+        timing = {"code_version": version, "lease_timeout": lease_timeout}
         async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await acquire(conn, sync_lock(self.schema, self.lock_timeout), self.schema)
@@ -485,15 +526,28 @@ class Store:
             db_now = (await cur.fetchone() or {})["db_now"]
             changed = _changed_definitions(registry, existing, db_now)
             if changed:
-                await cur.execute(self.q["upsert_jobs"], {"jobs": json.dumps(changed)})
-            await cur.execute(self.q["orphan_missing_jobs"], {"names": registry.names})
+                params = {"jobs": json.dumps(changed), "code_version": version}
+                await cur.execute(self.q["upsert_jobs"], params)
+            await cur.execute(self.q["has_definitions"], {"code_version": version})
+            if not (await cur.fetchone() or {})["recorded"]:
+                names = {"code_version": version, "names": registry.names}
+                await cur.execute(self.q["record_definitions"], names)
+                await cur.execute(self.q["forget_stale_definitions"], timing)
+            await cur.execute(self.q["orphan_undefined_jobs"], timing)
             orphaned = [r["name"] for r in await cur.fetchall()]
-        written = {row["name"] for row in changed}
+            written = {row["name"] for row in changed}
+            updated = [n for n in registry.names if n in existing and n in written]
+            flipped: list[str] = []
+            if updated:
+                await cur.execute(self.q["defined_elsewhere"], {**timing, "names": updated})
+                flipped = [r["job_name"] for r in await cur.fetchall()]
         return SyncReport(
             inserted=[n for n in registry.names if n not in existing],
-            updated=[n for n in registry.names if n in existing and n in written],
+            updated=updated,
             orphaned=orphaned,
             unchanged=len(registry) - len(written),
+            code_version=version,
+            defined_elsewhere=flipped,
         )
 
     # --- operator queries ------------------------------------------------------------------
@@ -648,10 +702,11 @@ def _changed_definitions(
             and (row["schedule"] is None or old["next_run_at"] is not None)
         ):
             continue  # unchanged, and its next tick is known
+        # A job back from orphaned keeps its next_run_at: the gap goes through its misfire
+        # policy at the next claim, recorded, instead of vanishing.
         reset = row["schedule"] is not None and (
             old is None
             or old["next_run_at"] is None
-            or old["orphaned"]
             or old["schedule"] != row["schedule"]
             or old["timezone"] != row["timezone"]
             or (row["enabled"] and not old["enabled"])

@@ -15,9 +15,10 @@
 -- and formatting timestamps, UUIDs and JSON cost the runner more than a no-op job.
 
 -- name: register_runner
--- A runner announces itself; the id is unique per process start.
-INSERT INTO {schema}.runners (id, hostname, pid, concurrency, version)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(concurrency)s, %(version)s)
+-- A runner announces itself and the code it carries (its code version's job names are in
+-- definitions, recorded by its sync); the id is unique per process start.
+INSERT INTO {schema}.runners (id, hostname, pid, concurrency, version, code_version)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(concurrency)s, %(version)s, %(code_version)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopping = false
 
 -- name: heartbeat
@@ -79,6 +80,8 @@ WITH ahead_ticks AS (
     FROM {schema}.jobs j
     WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
       AND j.next_run_at <= now()
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d  -- only jobs this runner's code defines
+                  WHERE d.code_version = %(code_version)s AND d.job_name = j.name)
     ORDER BY j.next_run_at
     LIMIT %(limit)s
     FOR NO KEY UPDATE OF j SKIP LOCKED
@@ -88,6 +91,8 @@ WITH ahead_ticks AS (
     FROM {schema}.jobs j
     WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
       AND j.next_run_at > now() AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = %(code_version)s AND d.job_name = j.name)
     ORDER BY j.next_run_at
     LIMIT least(%(ahead)s, (SELECT n FROM share))
     FOR NO KEY UPDATE OF j SKIP LOCKED
@@ -151,6 +156,9 @@ WITH locked AS (
     FROM {schema}.runs r
     JOIN {schema}.jobs j ON j.name = r.job_name
     WHERE r.status = 'pending' AND r.run_after <= now()
+      -- only jobs this runner's code defines: others wait, visibly, for a runner that has them
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = %(code_version)s AND d.job_name = r.job_name)
       -- a hint only (step 3 decides): keeps a backlog of one busy job from filling every batch
       AND (j.overlap = 'allow' OR NOT EXISTS (
               SELECT 1 FROM {schema}.runs x
@@ -237,11 +245,18 @@ SELECT pg_notify({channel}, 'run')
 -- How long a runner may sleep, by the database clock: until the earliest due tick, and until
 -- the earliest pending run (NULL: none). Each is the first entry of a partial index (run with
 -- plan_by_index: a min() could otherwise be planned as a walk of a whole backlog).
-SELECT extract(epoch FROM (SELECT next_run_at FROM {schema}.jobs
+-- Only work of jobs this runner's code defines counts.
+SELECT extract(epoch FROM (SELECT next_run_at FROM {schema}.jobs j
                            WHERE enabled AND NOT paused AND NOT orphaned
                              AND next_run_at IS NOT NULL
+                             AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                                         WHERE d.code_version = %(code_version)s
+                                           AND d.job_name = j.name)
                            ORDER BY next_run_at LIMIT 1) - clock_timestamp())::float8 AS ticks,
-       extract(epoch FROM (SELECT run_after FROM {schema}.runs WHERE status = 'pending'
+       extract(epoch FROM (SELECT run_after FROM {schema}.runs r WHERE status = 'pending'
+                             AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                                         WHERE d.code_version = %(code_version)s
+                                           AND d.job_name = r.job_name)
                            ORDER BY run_after LIMIT 1) - clock_timestamp())::float8 AS pending
 
 -- name: finish_runs
@@ -349,12 +364,12 @@ SELECT now() AS db_now
 INSERT INTO {schema}.jobs AS j (name, extension, description, schedule, timezone, enabled,
                                timeout, max_attempts, retry_backoff, overlap, misfire,
                                misfire_grace, misfire_cap, tags, overrides, origin, next_run_at,
-                               orphaned, synced_at)
+                               orphaned, synced_at, defined_by)
 SELECT d.name, d.extension, d.description, d.schedule, d.timezone, d.enabled,
        make_interval(secs => d.timeout), d.max_attempts, make_interval(secs => d.retry_backoff),
        d.overlap, d.misfire, make_interval(secs => d.misfire_grace), d.misfire_cap,
        d.tags, d.overrides, d.origin, d.next_run_at,
-       false, now()
+       false, now(), %(code_version)s
 FROM json_to_recordset(%(jobs)s::json)
      AS d(name text, extension text, description text, schedule text, timezone text,
           enabled boolean, timeout float8, max_attempts int, retry_backoff float8, overlap text,
@@ -368,6 +383,7 @@ ON CONFLICT (name) DO UPDATE SET
     misfire = EXCLUDED.misfire, misfire_grace = EXCLUDED.misfire_grace,
     misfire_cap = EXCLUDED.misfire_cap, tags = EXCLUDED.tags, overrides = EXCLUDED.overrides,
     origin = EXCLUDED.origin, orphaned = false, synced_at = now(),
+    defined_by = EXCLUDED.defined_by,
     next_run_at = CASE WHEN EXCLUDED.next_run_at IS NOT NULL OR EXCLUDED.schedule IS NULL
                        THEN EXCLUDED.next_run_at ELSE j.next_run_at END,
     updated_at = CASE WHEN (j.schedule, j.timezone, j.enabled, j.timeout, j.max_attempts,
@@ -378,11 +394,69 @@ ON CONFLICT (name) DO UPDATE SET
                             EXCLUDED.misfire, EXCLUDED.overrides)
                       THEN now() ELSE j.updated_at END
 
--- name: orphan_missing_jobs
--- Jobs no longer defined in code stay (with their history) but never fire.
-UPDATE {schema}.jobs SET orphaned = true, updated_at = now()
-WHERE NOT orphaned AND name <> ALL(%(names)s::text[])
-RETURNING name
+-- name: has_definitions
+-- Whether this code version's job names are recorded already (a sync records them once).
+SELECT EXISTS (SELECT 1 FROM {schema}.definitions WHERE code_version = %(code_version)s)
+       AS recorded
+
+-- name: record_definitions
+-- The job names a code version defines, recorded once per version (the runner's claims
+-- take only these jobs).
+INSERT INTO {schema}.definitions (code_version, job_name)
+SELECT %(code_version)s, unnest(%(names)s::text[])
+ON CONFLICT DO NOTHING
+
+-- name: orphan_undefined_jobs
+-- Jobs that neither the syncing code (code_version; NULL when nothing syncs) nor any live
+-- runner defines are orphaned: kept with their history, never fired, their pending runs left
+-- waiting. Nothing is orphaned while a runner from before revision 0005 lives (it records no
+-- definitions), nor when no runner lives and nothing syncs: a full stop removes no code.
+WITH live AS (
+    SELECT code_version FROM {schema}.runners
+    WHERE heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
+)
+UPDATE {schema}.jobs j SET orphaned = true, updated_at = now()
+WHERE NOT j.orphaned
+  AND (%(code_version)s::text IS NOT NULL OR EXISTS (SELECT 1 FROM live))
+  AND NOT EXISTS (SELECT 1 FROM live WHERE code_version IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.job_name = j.name
+                    AND (d.code_version = %(code_version)s
+                         OR d.code_version IN (SELECT code_version FROM live)))
+RETURNING j.name
+
+-- name: forget_stale_definitions
+-- Code versions no live runner has run for a week are forgotten (a runner of one that starts
+-- again records it again).
+DELETE FROM {schema}.definitions d
+WHERE d.code_version IN (SELECT code_version FROM {schema}.definitions
+                         GROUP BY code_version
+                         HAVING max(recorded_at) < now() - interval '7 days')
+  AND d.code_version IS DISTINCT FROM %(code_version)s
+  AND NOT EXISTS (SELECT 1 FROM {schema}.runners w
+                  WHERE w.code_version = d.code_version
+                    AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s))
+
+-- name: defined_elsewhere
+-- Which of these jobs live runners of other code versions define too (a sync changing one of
+-- them flips what those runners run: it says so).
+SELECT DISTINCT d.job_name
+FROM {schema}.definitions d
+JOIN {schema}.runners w ON w.code_version = d.code_version
+WHERE d.job_name = ANY(%(names)s::text[]) AND d.code_version <> %(code_version)s
+  AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
+
+-- name: waiting_for_code
+-- Pending runs of jobs no live runner's code defines: what they wait for.
+SELECT r.job_name, count(*) AS pending, min(r.created_at) AS since
+FROM {schema}.runs r
+WHERE r.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM {schema}.definitions d
+                  JOIN {schema}.runners w ON w.code_version = d.code_version
+                  WHERE d.job_name = r.job_name
+                    AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s))
+GROUP BY r.job_name
+ORDER BY r.job_name
 
 -- name: list_jobs
 SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
@@ -401,7 +475,7 @@ SELECT name, extension, description, schedule, timezone, enabled, paused, orphan
        extract(epoch FROM timeout)::float8 AS timeout, max_attempts,
        extract(epoch FROM retry_backoff)::float8 AS retry_backoff, overlap, misfire,
        extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap, tags, overrides,
-       origin, next_run_at, created_at, updated_at, synced_at
+       origin, next_run_at, created_at, updated_at, synced_at, defined_by
 FROM {schema}.jobs WHERE name = %(name)s
 
 -- name: set_paused
@@ -437,7 +511,8 @@ ORDER BY id DESC
 LIMIT %(limit)s
 
 -- name: live_runners
-SELECT id, hostname, pid, concurrency, version, started_at, heartbeat_at, stopping,
+SELECT id, hostname, pid, concurrency, version, code_version, started_at, heartbeat_at,
+       stopping,
        (SELECT count(*) FROM {schema}.runs r WHERE r.status = 'running' AND r.runner = w.id)
            AS running
 FROM {schema}.runners w

@@ -2,7 +2,8 @@
 -- Applied by migrations/versions/0001_initial.py; kept here whole so it can be read in one sitting.
 -- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay),
 -- 0003_actions.sql (pgsched.actions, the ledger of operators' actions),
--- 0004_topology.sql (sync_lock, the table sync serialises on).
+-- 0004_topology.sql (sync_lock, the table sync serialises on),
+-- 0005_definitions.sql (definitions: the jobs each code version defines; runners.code_version).
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

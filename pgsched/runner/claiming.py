@@ -30,11 +30,18 @@ class Claimer(Duty):
     name = "claim"
 
     def __init__(
-        self, store: Store, runner_id: str, settings: RunnerSettings, slots: Slots, results: Results
+        self,
+        store: Store,
+        runner_id: str,
+        code_version: str,
+        settings: RunnerSettings,
+        slots: Slots,
+        results: Results,
     ) -> None:
         super().__init__()
         self.store = store
         self.runner_id = runner_id
+        self.code_version = code_version  # only jobs this code defines are claimed
         self.settings = settings
         self.slots = slots
         self.results = results
@@ -75,7 +82,7 @@ class Claimer(Duty):
     async def _claim_ticks(self, free: int) -> list[ClaimedRun]:
         ahead = self.slots.ahead()
         settings = self.settings
-        async with self.store.tick_claim(self.runner_id) as claim:
+        async with self.store.tick_claim(self.runner_id, self.code_version) as claim:
             due = await claim.lock_due_jobs(free, ahead, settings.lookahead, settings.lease_timeout)
             if due:
                 await claim.record(plan_claim(due, free, ahead))
@@ -83,7 +90,7 @@ class Claimer(Duty):
         return claim.claimed
 
     async def _claim_pending(self, limit: int) -> list[ClaimedRun]:
-        pending = await self.store.claim_pending(self.runner_id, limit)
+        pending = await self.store.claim_pending(self.runner_id, limit, self.code_version)
         self.slots.accept(pending.started)  # committed: start them before anything else
         claimed = list(pending.started)
         if pending.exclusive:
@@ -94,7 +101,7 @@ class Claimer(Duty):
 
     async def _sleep_until_due(self) -> float | None:
         looked_at = time.monotonic()
-        tick_in, pending_in = await self.store.seconds_until_due()
+        tick_in, pending_in = await self.store.seconds_until_due(self.code_version)
         ticks_in = tick_in
         if ticks_in is not None and self.slots.ahead():
             ticks_in -= self.settings.lookahead  # its claim may begin that much earlier

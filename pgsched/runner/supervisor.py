@@ -80,7 +80,9 @@ class Runner:
             registry, self.pools, self.id, settings, self._finished, self.log, worker_spec
         )
         self.slots = Slots(settings, self.executor)
-        self.claimer = Claimer(store, self.id, settings, self.slots, self.results)
+        self.claimer = Claimer(
+            store, self.id, registry.code_version, settings, self.slots, self.results
+        )
         self.give_back = GiveBack(store, settings, self.slots, self.log)
         self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)
         self.reaper = Reaper(store, self.id, settings, self._known, self.log)
@@ -200,7 +202,12 @@ class Runner:
 
     async def _register_once(self) -> None:
         await self.store.register_runner(
-            self.id, socket.gethostname(), os.getpid(), self._concurrency, __version__
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            self._concurrency,
+            __version__,
+            self.registry.code_version,
         )
 
     @asynccontextmanager
@@ -268,7 +275,16 @@ class Runner:
         """Whatever happened: stop every duty, leave the runners table, close everything."""
         await self._stop_duties(*list(self._tasks))
         try:
-            await asyncio.wait_for(self.store.unregister_runner(self.id), 5)
+            orphaned = await asyncio.wait_for(
+                self.store.unregister_runner(self.id, self.settings.lease_timeout), 5
+            )
+            if orphaned:
+                self.log.warning(
+                    "jobs orphaned: no live runner defines them any more (this was the last "
+                    "runner of its code); their pending runs wait for code that does",
+                    jobs=orphaned[:20],
+                    count=len(orphaned),
+                )
         except (DatabaseError, TimeoutError) as exc:
             self.log.warning("could not unregister; the lease will expire", error=str(exc))
         if self.executor.job_loop.loop.is_running():

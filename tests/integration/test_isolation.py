@@ -69,7 +69,9 @@ async def harness(
     pool = ProcessPool(spec(dsn, apps), **{"max_workers": 2, **pool_options})
     try:
         await store.sync(registry)
-        await store.register_runner(RUNNER, socket.gethostname(), os.getpid(), 2, __version__)
+        await store.register_runner(
+            RUNNER, socket.gethostname(), os.getpid(), 2, __version__, registry.code_version
+        )
         yield Harness(store, pool, registry)
     finally:
         await pool.close(grace=5)

@@ -41,6 +41,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0004_topology.py",
         "pgsched/sql/0004_topology.sql",
         "pgsched/sql/0004_topology_down.sql",
+        "pgsched/migrations/versions/0005_definitions.py",
+        "pgsched/sql/0005_definitions.sql",
+        "pgsched/sql/0005_definitions_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"
