@@ -366,6 +366,9 @@ class Store:
             await self.orphan_undefined_jobs(lease_timeout)
         return runners, runs
 
+    async def held_runs(self, runner_id: str) -> list[int]:
+        return [r["id"] for r in await self._all("held_runs", {"runner": runner_id})]
+
     async def fail_stranded_runs(self, runner_id: str, known: list[int]) -> list[int]:
         rows = await self._all("fail_stranded_runs", {"runner": runner_id, "known": known})
         return [r["id"] for r in rows]

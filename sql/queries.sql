@@ -316,6 +316,10 @@ WHERE r.status = 'running'
   AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
 RETURNING r.id
 
+-- name: held_runs
+-- The runs the database says this runner holds (running, under its lease).
+SELECT id FROM {schema}.runs WHERE status = 'running' AND runner = %(runner)s
+
 -- name: fail_stranded_runs
 -- Runs this (live) runner holds but does not know of: a claim that committed while its
 -- acknowledgement was lost. Nothing else would ever finish them.

@@ -15,6 +15,7 @@ from typing import Any
 from ..settings import RunnerSettings
 from ..store import Store
 from .duty import Duty
+from .results import Results
 
 
 class Heartbeat(Duty):
@@ -61,6 +62,7 @@ class Reaper(Duty):
         runner_id: str,
         settings: RunnerSettings,
         known: Callable[[], list[int]],
+        results: Results,
         log: Any,
     ) -> None:
         super().__init__()
@@ -68,10 +70,19 @@ class Reaper(Duty):
         self.runner_id = runner_id
         self.settings = settings
         self.known = known
+        self.results = results
         self.log = log
 
     async def step(self) -> float | None:
-        if stranded := await self.store.fail_stranded_runs(self.runner_id, self.known()):
+        known = set(self.known())
+        unknown = [i for i in await self.store.held_runs(self.runner_id) if i not in known]
+        if again := self.results.rewrite(unknown):
+            self.log.warning(
+                "writing results again: the database shows runs this runner already finished "
+                "as still running (a failover to a standby that had not received the results?)",
+                runs=again,
+            )
+        if stranded := await self.store.fail_stranded_runs(self.runner_id, [*known, *again]):
             self.log.error("failed runs whose claim reply was lost", runs=stranded)
         runners, runs = await self.store.reap_lost(self.settings.lease_timeout)
         if runners or runs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..store import RunOutcome, Store
 from .duty import Backoff, Duty
 
 BATCH = 1000
+RECENT = 10_000  # written results kept, to write again to a database that lost them
 
 
 class Results(Duty):
@@ -33,6 +34,10 @@ class Results(Duty):
         self.settings = settings
         self.log = log
         self.outbox: deque[RunOutcome] = deque()
+        # Results written lately. After a failover to a standby that had not received them,
+        # the new primary still shows those runs `running` under this runner's lease: they
+        # are written again (Reaper) instead of being failed as stranded.
+        self.recent: OrderedDict[int, RunOutcome] = OrderedDict()
 
     def add(self, outcome: RunOutcome) -> None:
         self.outbox.append(outcome)
@@ -61,8 +66,20 @@ class Results(Duty):
             written = await self._one_by_one(batch)
         for _ in batch:
             self.outbox.popleft()
+        for outcome in batch:
+            if outcome.run_id in written:
+                self.recent[outcome.run_id] = outcome
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
         if refused := [o for o in batch if o.run_id not in written]:
             await self._explain_refused(refused)
+
+    def rewrite(self, run_ids: list[int]) -> list[int]:
+        """Send again the results of these runs, if written lately; returns those sent."""
+        again = [i for i in run_ids if i in self.recent]
+        for run_id in again:
+            self.add(self.recent.pop(run_id))
+        return again
 
     async def _one_by_one(self, batch: list[RunOutcome]) -> set[int]:
         """The database refused a batch (not a connection problem): find the result it cannot

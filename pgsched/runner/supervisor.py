@@ -85,7 +85,7 @@ class Runner:
         )
         self.give_back = GiveBack(store, settings, self.slots, self.log)
         self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)
-        self.reaper = Reaper(store, self.id, settings, self._known, self.log)
+        self.reaper = Reaper(store, self.id, settings, self._known, self.results, self.log)
         self.listener = Listener(store, self.claimer) if settings.listen else None
         self.loop_watch = LoopWatch(self.executor, settings.block_warning, self.log)
         self.exit_code = 0

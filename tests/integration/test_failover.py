@@ -119,3 +119,79 @@ def test_failover_to_a_synchronous_standby_loses_no_tick_and_no_result(
     assert all(by_id[i]["status"] == "succeeded" for i in requester.sent)
     for p in procs:
         assert "Traceback" not in p.output(), p.output()[-3000:]
+
+
+def test_a_result_lost_with_the_old_primary_is_written_again_not_failed(
+    tmp_path: Path,
+) -> None:
+    """Asynchronous replication, and the tail is lost: a run's claim reached the standby, its
+    result did not. On the promoted standby the run is still `running` under the runner's
+    lease; the runner, which finished it, writes its result again instead of failing it as
+    "claimed but never started"."""
+    pair = ReplicatedPair.start(synchronous=False)
+    try:
+        pair.primary.sql(f"CREATE DATABASE {DB}")
+        dsn = pair.multi_host_dsn(DB, "keyword")
+        profile = tmp_path / "profile.yaml"  # a lease that outlasts the lost tail
+        profile.write_text(
+            "runner:\n  heartbeat_interval: 0.5\n  lease_timeout: 15\n  poll_interval: 1\n"
+        )
+        assert pgsched("migrate", dsn=dsn).returncode == 0
+        app = "tests.apps.failover:ext"
+        assert pgsched("--app", app, "sync", dsn=dsn, profile=profile).returncode == 0
+        with runners(dsn, tmp_path, apps=[app], profile=profile) as procs:
+            wait_registered(dsn, 1, procs)
+            (row,) = query(
+                dsn,
+                "INSERT INTO pgsched.runs (job_name, params) VALUES ('slow-ok', "
+                "'{\"seconds\": 2}') RETURNING id",
+            )
+            run_id = row["id"]
+
+            def on_standby() -> str | None:
+                rows = pair.standby.sql(
+                    "SELECT status FROM pgsched.runs WHERE id = %s", [run_id], dbname=DB
+                )
+                return rows[0][0] if rows and rows[0][0] == "running" else None
+
+            wait_until(on_standby, 10, "the claim replicated to the standby", procs)
+            # Cut replication: from now on the standby receives nothing.
+            pair.standby.sql("ALTER SYSTEM SET primary_conninfo = ''")
+            pair.standby.sql("SELECT pg_reload_conf()")
+            wait_until(
+                lambda: not pair.primary.sql("SELECT 1 FROM pg_stat_replication"),
+                10,
+                "replication cut",
+                procs,
+            )
+            wait_until(  # the result reaches the old primary only
+                lambda: pair.primary.sql(
+                    "SELECT 1 FROM pgsched.runs WHERE id = %s AND status = 'succeeded'",
+                    [run_id],
+                    dbname=DB,
+                ),
+                15,
+                "the run to finish on the old primary",
+                procs,
+            )
+            pair.primary.crash()
+            pair.standby.promote()
+            run = wait_until(
+                lambda: (
+                    (r := query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])[0])[
+                        "status"
+                    ]
+                    != "running"
+                    and r
+                ),
+                30,
+                "the run to be final on the new primary",
+                procs,
+            )
+            output = procs[0].output()
+    finally:
+        pair.close()
+    print(f"\nlost tail: on the new primary the run is {run['status']}: {run['message']!r}")
+    assert run["status"] == "succeeded", run
+    assert run["message"] == f"done in run {run_id}"
+    assert "writing results again" in output
