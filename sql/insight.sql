@@ -26,9 +26,11 @@ WHERE w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
 ORDER BY w.started_at
 
 -- name: running_runs
--- In flight, from the partial index on running runs.
+-- In flight, from the partial index on running runs. A tick claimed ahead of its time holds
+-- its tick as started_at until it starts: its elapsed time is 0, not negative.
 SELECT r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.started_at, r.runner,
-       r.attempt, r.message, extract(epoch FROM now() - r.started_at)::float8 AS elapsed
+       r.attempt, r.message,
+       greatest(0, extract(epoch FROM now() - r.started_at))::float8 AS elapsed
 FROM {schema}.runs r
 WHERE r.status = 'running'
 ORDER BY r.id
