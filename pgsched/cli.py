@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import getpass
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -527,6 +529,25 @@ def _print_runs(rows: list[dict[str, Any]]) -> None:
 def _set_paused(app: App, name: str, paused: bool) -> None:
     app.with_store(lambda s: s.set_paused(name, paused))
     click.echo(f"job '{name}' {'paused' if paused else 'resumed'}")
+
+
+@jobs.command("cancel")
+@click.argument("run_id", type=int)
+@json_option
+@click.pass_context
+def jobs_cancel(ctx: click.Context, run_id: int, as_json: bool) -> None:
+    """Cancel RUN_ID: a pending run never starts; a running one is told and ends cancelled."""
+    app: App = ctx.obj
+    by = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+    status = app.with_store(lambda s: s.cancel_run(run_id, by))
+    if _wants_json(ctx, as_json):
+        _print_json({"run_id": run_id, "status": status})
+        return
+    said = {
+        "cancelled": f"run {run_id} cancelled before it started",
+        "cancelling": f"run {run_id} is running: its runner has been asked to stop it",
+    }
+    click.echo(said.get(status, f"run {run_id} had already ended: {status}"))
 
 
 @jobs.command("pause")

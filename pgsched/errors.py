@@ -35,6 +35,10 @@ class UnknownJobError(ConfigError):
     """A job name that no definition and no row in pgsched.jobs carries."""
 
 
+class UnknownRunError(ConfigError):
+    """A run id that pgsched.runs does not hold."""
+
+
 class DatabaseError(PgschedError):
     """The database did not do what the store asked; `sqlstate` says why when it answered.
 

@@ -27,6 +27,7 @@ from .errors import (
     PermissionDeniedError,
     SchemaMissingError,
     UnknownJobError,
+    UnknownRunError,
 )
 from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
@@ -365,6 +366,20 @@ class Store:
         if runners:  # the last runner of a code version may be among them
             await self.orphan_undefined_jobs(lease_timeout)
         return runners, runs
+
+    async def cancel_requests(self, runner_id: str) -> list[Row]:
+        return await self._all("cancel_requests", {"runner": runner_id})
+
+    async def cancel_run(self, run_id: int, by: str) -> str:
+        """'cancelled' (it was pending), 'cancelling' (running: its runner stops it), or the
+        final status it already had. Unknown ids raise UnknownRunError."""
+        row = await self._one("cancel_run", {"id": run_id, "by": by})
+        if row is not None:
+            return "cancelled" if row["was"] == "pending" else "cancelling"
+        current = await self._one("run_status", {"id": run_id})
+        if current is None:
+            raise UnknownRunError(f"no run {run_id} in {self.schema}.runs")
+        return str(current["status"])
 
     async def held_runs(self, runner_id: str) -> list[int]:
         return [r["id"] for r in await self._all("held_runs", {"runner": runner_id})]

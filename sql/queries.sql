@@ -316,6 +316,33 @@ WHERE r.status = 'running'
   AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
 RETURNING r.id
 
+-- name: cancel_run
+-- Cancel a run: a pending one at once; a running one is asked to stop (its runner, woken by
+-- the NOTIFY of migration 0006, tells the job and ends it `cancelled`). Returns the status
+-- the run had; no row when it was already final (or does not exist).
+WITH target AS (
+    SELECT id, status FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
+)
+UPDATE {schema}.runs r
+SET status = CASE WHEN t.status = 'pending' THEN 'cancelled' ELSE r.status END,
+    finished_at = CASE WHEN t.status = 'pending' THEN now() ELSE r.finished_at END,
+    message = CASE WHEN t.status = 'pending'
+                   THEN format('cancelled by %%s before it started', %(by)s::text)
+                   ELSE r.message END,
+    cancel_requested_at = coalesce(r.cancel_requested_at, now()),
+    cancelled_by = coalesce(r.cancelled_by, %(by)s::text)
+FROM target t
+WHERE r.id = t.id AND t.status IN ('pending', 'running')
+RETURNING t.status AS was
+
+-- name: run_status
+SELECT status FROM {schema}.runs WHERE id = %(id)s
+
+-- name: cancel_requests
+-- Runs this runner holds that someone asked to cancel (a partial index of few rows).
+SELECT id, cancelled_by, cancel_requested_at FROM {schema}.runs
+WHERE status = 'running' AND runner = %(runner)s AND cancel_requested_at IS NOT NULL
+
 -- name: held_runs
 -- The runs the database says this runner holds (running, under its lease).
 SELECT id FROM {schema}.runs WHERE status = 'running' AND runner = %(runner)s

@@ -3,7 +3,8 @@
 -- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay),
 -- 0003_actions.sql (pgsched.actions, the ledger of operators' actions),
 -- 0004_topology.sql (sync_lock, the table sync serialises on),
--- 0005_definitions.sql (definitions: the jobs each code version defines; runners.code_version).
+-- 0005_definitions.sql (definitions: the jobs each code version defines; runners.code_version),
+-- 0006_cancel.sql (runs.cancel_requested_at and cancelled_by, the cancel NOTIFY).
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

@@ -15,6 +15,7 @@ not per run), and every run ends in exactly one call of `on_finished` on the con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -74,6 +75,7 @@ class Running:
     execution: Execution
     on_job_loop: bool
     in_process: bool = False  # isolation = "process": in a worker process of the pool
+    cancelled_by: str | None = None  # someone asked to cancel it: it ends `cancelled`
     task: asyncio.Task[Any] | None = None  # the task it runs in (job loop or control loop)
     deadline: asyncio.TimerHandle | None = None  # control-side timeout (async jobs only)
 
@@ -220,7 +222,20 @@ class Executor:
         running = self.running.pop(run_id, None)
         if running is not None and running.deadline is not None:
             running.deadline.cancel()
+        if running is not None and running.cancelled_by is not None:
+            outcome = cancelled_outcome(outcome, running.cancelled_by)
         self._on_finished(outcome, running is not None)
+
+    def request_cancel(self, run_id: int, by: str) -> bool:
+        """Someone asked to cancel this run: tell it, and end it `cancelled` whatever it
+        returns. False if the run is not running here."""
+        running = self.running.get(run_id)
+        if running is None:
+            return False
+        if running.cancelled_by is None:
+            running.cancelled_by = by
+            self.cancel(run_id, f"cancelled by {by}")
+        return True
 
     def _overdue(self, run_id: int, timeout: float) -> None:
         """An async job is past its timeout and has not ended: it blocks the job loop, so
@@ -306,6 +321,12 @@ class Executor:
         await asyncio.to_thread(self.pools.close_sync)
         self.job_loop.stop(timeout=2.0)
         self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+def cancelled_outcome(outcome: RunOutcome, by: str) -> RunOutcome:
+    """A run someone cancelled ends `cancelled`, saying who; what the job said stays."""
+    said = f"; the job said: {outcome.message}" if outcome.message else ""
+    return dataclasses.replace(outcome, status="cancelled", message=f"cancelled by {by}{said}")
 
 
 def _reason(execution: Execution, default: str) -> str:

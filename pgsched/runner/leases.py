@@ -49,6 +49,31 @@ class Heartbeat(Duty):
         return self.settings.heartbeat_interval
 
 
+class CancelWatch(Duty):
+    """Stops the runs this runner holds that someone asked to cancel (`pgsched.cancel_run`,
+    `jobs cancel`, the dashboard, SQL): woken by NOTIFY, and every heartbeat interval."""
+
+    name = "cancels"
+
+    def __init__(
+        self,
+        store: Store,
+        runner_id: str,
+        settings: RunnerSettings,
+        cancel: Callable[[int, str], Awaitable[None]],
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.runner_id = runner_id
+        self.settings = settings
+        self.cancel = cancel
+
+    async def step(self) -> float | None:
+        for row in await self.store.cancel_requests(self.runner_id):
+            await self.cancel(row["id"], row["cancelled_by"] or "someone")
+        return self.settings.heartbeat_interval
+
+
 class Reaper(Duty):
     """Fails what nobody will finish: runs of lost runners, runs whose owner row is gone, and
     runs this runner holds in the database but not in memory (a claim that committed while

@@ -15,16 +15,20 @@ class Listener(Duty):
     name = "listen"
     interruptible = True
 
-    def __init__(self, store: Store, claimer: Claimer) -> None:
+    def __init__(self, store: Store, claimer: Claimer, cancels: Duty) -> None:
         super().__init__()
         self.store = store
         self.claimer = claimer
+        self.cancels = cancels
 
     async def step(self) -> float | None:
         async for payload in self.store.notifications():
             if payload in ("listening", "jobs"):
                 # (Re)connected, so notifications may have been lost; or a schedule changed.
                 self.claimer.ticks_changed()
+                self.cancels.wake()
+            elif payload == "cancel":
+                self.cancels.wake()
             else:
                 self.claimer.wake()
             if self.stopped:

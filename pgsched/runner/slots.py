@@ -117,5 +117,16 @@ class Slots:
         self.waiting.clear()
         self.prefetched.clear()
 
+    def take(self, run_id: int) -> ClaimedRun | None:
+        """Remove one held run that has not started (it was cancelled)."""
+        if (waiting := self.waiting.pop(run_id, None)) is not None:
+            waiting[1].cancel()
+            return waiting[0]
+        for run in self.prefetched:
+            if run.id == run_id:
+                self.prefetched.remove(run)
+                return run
+        return None
+
     def known(self) -> list[int]:
         return [*self.executor.running, *self.waiting, *(run.id for run in self.prefetched)]

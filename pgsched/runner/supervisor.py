@@ -40,8 +40,8 @@ from ..settings import RunnerSettings
 from ..store import RunOutcome, Store
 from .claiming import Claimer, GiveBack
 from .duty import Backoff, Duty, Health, drive
-from .executing import Executor, LoopWatch
-from .leases import Heartbeat, Reaper
+from .executing import Executor, LoopWatch, cancelled_outcome
+from .leases import CancelWatch, Heartbeat, Reaper
 from .listening import Listener
 from .results import Results
 from .slots import Slots
@@ -86,7 +86,8 @@ class Runner:
         self.give_back = GiveBack(store, settings, self.slots, self.log)
         self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)
         self.reaper = Reaper(store, self.id, settings, self._known, self.results, self.log)
-        self.listener = Listener(store, self.claimer) if settings.listen else None
+        self.cancels = CancelWatch(store, self.id, settings, self._cancel)
+        self.listener = Listener(store, self.claimer, self.cancels) if settings.listen else None
         self.loop_watch = LoopWatch(self.executor, settings.block_warning, self.log)
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +96,7 @@ class Runner:
         self._tasks: dict[Duty, asyncio.Task[None]] = {}
         self._inline_run: tuple[int, asyncio.Future[RunOutcome]] | None = None
         self._concurrency = settings.concurrency  # as registered: 0 for `jobs run --inline`
+        self.ready = threading.Event()  # set once registered, with its duties started
 
     # --- what the duties tell each other ---------------------------------------------------
 
@@ -116,6 +118,15 @@ class Runner:
         self.slots.forget_all()
         await self._register_once()
         self.claimer.wake()  # all slots free: nothing else may wake it (no LISTEN)
+
+    async def _cancel(self, run_id: int, by: str) -> None:
+        """Someone asked to cancel a run this runner holds: a running one is told and ends
+        `cancelled`; one not started yet (prefetched, or a tick claimed ahead) ends now."""
+        if self.executor.request_cancel(run_id, by):
+            return
+        if (claimed := self.slots.take(run_id)) is not None:
+            outcome = RunOutcome(claimed.id, claimed.lease, "cancelled", None, None)
+            self.results.add(cancelled_outcome(outcome, by))
 
     def _database_back(self) -> None:
         self.claimer.ticks_changed()
@@ -147,7 +158,7 @@ class Runner:
                 jobs=len(self.registry),
                 listen=self.settings.listen,
             )
-            self._drive(self.claimer, self.give_back, self.reaper, self.loop_watch)
+            self._drive(self.claimer, self.give_back, self.reaper, self.loop_watch, self.cancels)
             if self.listener is not None:
                 self._drive(self.listener)
             assert self._stop is not None
@@ -240,6 +251,7 @@ class Runner:
         self.health.back()
         self.executor.open()
         self._drive(self.heartbeat, self.results)
+        self.ready.set()
         return True
 
     async def _shutdown(self) -> None:
@@ -266,7 +278,8 @@ class Runner:
                 "could not give back unstarted runs; leases recover them", error=str(exc)
             )
         await self.executor.abort(f"shutdown: still running after the grace period ({grace:g}s)")
-        others = [d for d in (self.listener, self.give_back, self.reaper, self.loop_watch) if d]
+        duties = (self.listener, self.give_back, self.reaper, self.loop_watch, self.cancels)
+        others = [d for d in duties if d]
         await self._stop_duties(*others)
         await self._stop_duties(self.results)
         await self.results.write_all(within=30.0)

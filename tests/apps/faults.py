@@ -206,3 +206,18 @@ async def chaos_blocker(ctx: JobContext) -> str:
 def chaos_suicide(ctx: JobContext) -> None:
     _record_execution(ctx)
     os._exit(7)
+
+
+retrying = Extension("faults-retrying")
+
+
+@retrying.job(
+    "retry-sleeps",
+    description="sleeps, noticing cancellation; would be retried if it failed",
+    max_attempts=3,
+    retry_backoff=0.2,
+)
+def retry_sleeps(ctx: JobContext) -> str:
+    if ctx.wait_cancelled(float(ctx.params.get("seconds", 2))):
+        return "noticed cancellation"
+    return "slept"

@@ -44,6 +44,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0005_definitions.py",
         "pgsched/sql/0005_definitions.sql",
         "pgsched/sql/0005_definitions_down.sql",
+        "pgsched/migrations/versions/0006_cancel.py",
+        "pgsched/sql/0006_cancel.sql",
+        "pgsched/sql/0006_cancel_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"

@@ -1,0 +1,135 @@
+"""pgsched for applications: request_run and cancel_run on the caller's own connection (sync
+and async), cancellation of pending and running runs, and a runner inside an asyncio app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pgsched
+from pgsched.errors import UnknownJobError
+from tests.runners import (
+    pgsched as cli,
+)
+from tests.runners import (
+    query,
+    request,
+    runners,
+    wait_registered,
+    wait_status,
+    wait_until,
+    write_profile,
+)
+
+FAULTS = "tests.apps.faults:ext"
+
+
+def synced(dsn: str, app: str = FAULTS) -> None:
+    assert cli("--app", app, "sync", dsn=dsn).returncode == 0
+
+
+def test_request_run_commits_and_rolls_back_with_the_callers_transaction(dsn: str) -> None:
+    synced(dsn)
+    with psycopg.connect(dsn) as conn:  # not autocommit: the caller's own transaction
+        run_id = pgsched.request_run(conn, "echo", params={"tenant": 42})
+        conn.rollback()
+    assert not query(dsn, "SELECT 1 FROM pgsched.runs WHERE id = %s", [run_id])
+    with psycopg.connect(dsn) as conn:
+        kept = pgsched.request_run(conn, "echo", {"tenant": 7})
+        with pytest.raises(UnknownJobError, match="unknown job 'nope'"):
+            pgsched.request_run(conn, "nope")
+        conn.execute("SELECT 1")  # the caller's transaction is still usable
+        conn.commit()
+    (row,) = query(dsn, "SELECT params, status FROM pgsched.runs WHERE id = %s", [kept])
+    assert row == {"params": {"tenant": 7}, "status": "pending"}
+
+
+def test_request_and_cancel_work_on_an_async_connection(dsn: str) -> None:
+    synced(dsn)
+
+    async def go() -> tuple[int, str]:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            run_id = await pgsched.request_run(conn, "echo")
+            await conn.commit()
+            status = await pgsched.cancel_run(conn, run_id, by="alice")
+            await conn.commit()
+            return run_id, status
+
+    run_id, status = asyncio.run(go())
+    (row,) = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])
+    assert status == "cancelled" and row["status"] == "cancelled"
+    assert row["cancelled_by"] == "alice" and "cancelled by alice" in row["message"]
+
+
+def test_cancel_of_a_pending_and_of_a_running_run_ends_both_cancelled(
+    dsn: str, tmp_path: Path
+) -> None:
+    synced(dsn)
+    with runners(dsn, tmp_path, apps=[FAULTS], profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        running = request(dsn, "cooperative-sleep", {"seconds": 30})
+        wait_status(dsn, running, procs, ["running"])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE pgsched.jobs SET paused = false")  # (nothing paused)
+            pending = pgsched.request_run(conn, "stubborn-sleep", {"seconds": 30})
+            pgsched.cancel_run(conn, pending, by="bob")  # before any runner can take it
+            said = pgsched.cancel_run(conn, running, by="bob")
+        done = wait_status(dsn, running, procs, timeout=15)
+        out = cli("jobs", "cancel", str(running), "--json", dsn=dsn)
+    (first,) = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [pending])
+    print(f"\ncancel: pending -> {first['message']!r}; running -> {done['message']!r}")
+    assert said == "cancelling"
+    assert first["status"] == "cancelled" and first["started_at"] is None
+    assert done["status"] == "cancelled" and done["cancelled_by"] == "bob"
+    assert "cancelled by bob" in done["message"] and "noticed cancellation" in done["message"]
+    assert json.loads(out.stdout) == {"run_id": running, "status": "cancelled"}
+
+
+def test_a_retry_chain_stops_at_a_cancelled_run(dsn: str, tmp_path: Path) -> None:
+    app = "tests.apps.faults:retrying"
+    synced(dsn, app)
+    with runners(dsn, tmp_path, apps=[app], profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        run_id = request(dsn, "retry-sleeps", {"seconds": 30})
+        wait_status(dsn, run_id, procs, ["running"])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            pgsched.cancel_run(conn, run_id, by="carol")
+        wait_status(dsn, run_id, procs, timeout=15)
+    rows = query(dsn, "SELECT status, trigger FROM pgsched.runs ORDER BY id")
+    assert rows == [{"status": "cancelled", "trigger": "manual"}], rows
+
+
+def test_background_runner_runs_ticks_inside_an_asyncio_app_and_stops_with_it(
+    dsn: str,
+) -> None:
+    from tests.apps.basic import ext
+
+    async def app() -> list[str]:
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        async with pgsched.background_runner(
+            dsn, app=ext, heartbeat_interval=0.5, lease_timeout=3, poll_interval=1
+        ) as runner:
+            assert {s: signal.getsignal(s) for s in handlers} == handlers  # none taken
+            await asyncio.sleep(0)  # the host's loop is free meanwhile
+            ticks = await asyncio.to_thread(
+                wait_until,
+                lambda: query(
+                    dsn,
+                    "SELECT job_name FROM pgsched.runs WHERE trigger = 'schedule' "
+                    "AND status = 'succeeded' AND runner = %s",
+                    [runner.id],
+                ),
+                15,
+                "ticks run by the background runner",
+            )
+            return [t["job_name"] for t in ticks]
+
+    ran = asyncio.run(app())
+    assert "tick-every-second" in ran
+    assert not query(dsn, "SELECT 1 FROM pgsched.runners")  # it left when the app did
+    assert not query(dsn, "SELECT 1 FROM pgsched.runs WHERE status = 'running'")
