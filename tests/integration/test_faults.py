@@ -227,6 +227,7 @@ def missed(scenario: MisfireScenario, job: str) -> list[dict[str, Any]]:
     return gap
 
 
+@pytest.mark.xdist_group("misfire")
 def test_misfire_skip_records_every_missed_tick_as_skipped_with_the_reason(
     misfire_scenario: MisfireScenario,
 ) -> None:
@@ -237,6 +238,7 @@ def test_misfire_skip_records_every_missed_tick_as_skipped_with_the_reason(
     assert all(r["started_at"] is None and r["finished_at"] is not None for r in gap)
 
 
+@pytest.mark.xdist_group("misfire")
 def test_misfire_once_runs_one_run_for_the_missed_period_and_skips_the_rest(
     misfire_scenario: MisfireScenario,
 ) -> None:
@@ -258,11 +260,13 @@ def test_misfire_once_runs_one_run_for_the_missed_period_and_skips_the_rest(
     assert len(ran) <= 1, "exactly one catch-up run"
 
 
+@pytest.mark.xdist_group("misfire")
 def test_misfire_all_runs_every_missed_tick(misfire_scenario: MisfireScenario) -> None:
     gap = missed(misfire_scenario, "misfire-all")
     assert {r["status"] for r in gap} == {"succeeded"}, Counter(r["status"] for r in gap)
 
 
+@pytest.mark.xdist_group("misfire")
 def test_misfire_all_catches_up_one_run_at_a_time_under_overlap_skip(
     misfire_scenario: MisfireScenario,
 ) -> None:
@@ -274,6 +278,7 @@ def test_misfire_all_catches_up_one_run_at_a_time_under_overlap_skip(
     assert overlapping == 0, f"{overlapping} catch-up runs overlapped; started at {starts}"
 
 
+@pytest.mark.xdist_group("misfire")
 def test_late_runs_keep_their_misfire_reason_when_the_job_returns_no_message(
     misfire_scenario: MisfireScenario,
 ) -> None:
