@@ -133,3 +133,30 @@ def test_background_runner_runs_ticks_inside_an_asyncio_app_and_stops_with_it(
     assert "tick-every-second" in ran
     assert not query(dsn, "SELECT 1 FROM pgsched.runners")  # it left when the app did
     assert not query(dsn, "SELECT 1 FROM pgsched.runs WHERE status = 'running'")
+
+
+def test_the_example_web_app_runs_jobs_its_requests_ask_for(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/web_app.py: a Starlette app whose lifespan holds a background runner and
+    whose handlers request runs on their own connection."""
+    pytest.importorskip("starlette.testclient")
+    import importlib
+
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("PGSCHED_DATABASE_URL", dsn)
+    import examples.web_app as web_app
+
+    web_app = importlib.reload(web_app)
+    with TestClient(web_app.app) as client:
+        accepted = client.post("/greetings/Ada")
+        run_id = accepted.json()["run_id"]
+        done = wait_until(
+            lambda: (r := client.get(f"/runs/{run_id}").json())["status"] == "succeeded" and r,
+            20,
+            "the requested run",
+        )
+    assert accepted.status_code == 202
+    assert "Ada" in done["message"]
+    assert not query(dsn, "SELECT 1 FROM pgsched.runners")  # the app's shutdown stopped it
