@@ -603,7 +603,11 @@ def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
 
     async def go() -> T:
         insight = Insight(
-            app.dsn, app.profile.schema, lease_timeout=app.profile.runner.lease_timeout, max_size=2
+            app.dsn,
+            app.profile.schema,
+            lease_timeout=app.profile.runner.lease_timeout,
+            max_size=2,
+            connect_kwargs=app.topology.connect_kwargs,
         )
         try:
             await check_reachable(app.dsn, app.profile.schema, 2.0, app.topology.connect_kwargs)
@@ -714,6 +718,7 @@ def dashboard(app: App, bind: str) -> None:
         port=int(port),
         lease_timeout=app.profile.runner.lease_timeout,
         timezone=app.profile.timezone,
+        connect_kwargs=app.topology.connect_kwargs,
     )
 
 

@@ -14,16 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .cron import parse_schedule
 from .errors import ConfigError, CronError, UnknownJobError
 from .queries import DEFAULT_SCHEMA, named_queries
-from .store import translate_error
+from .store import PooledSchema
 
 Row = dict[str, Any]
 JobState = Literal["enabled", "paused", "disabled", "orphaned", "invalid"]
@@ -125,7 +123,7 @@ class Explanation:
     verdict: list[str] = field(default_factory=list)
 
 
-class Insight:
+class Insight(PooledSchema):
     """Async read model of one pgsched schema, plus the dashboard's recorded actions."""
 
     def __init__(
@@ -135,43 +133,21 @@ class Insight:
         *,
         lease_timeout: float = 15.0,
         max_size: int = 4,
+        connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        self.schema = schema
+        super().__init__(
+            dsn,
+            schema,
+            max_size=max_size,
+            name=f"pgsched-insight-{schema}",
+            connect_kwargs=connect_kwargs,
+        )
         self.lease_timeout = lease_timeout
         self.q = named_queries(schema, "insight.sql")
-        self.pool = AsyncConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            kwargs={"autocommit": True},
-            timeout=10,
-            name=f"pgsched-insight-{schema}",
-        )
-
-    async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
-        try:
-            await self.pool.open(wait=wait, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise translate_error(exc, self.schema) from exc
-
-    async def close(self) -> None:
-        await self.pool.close()
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
         async with self._connection() as conn:
             return await _run(conn, self.q[name], params)
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection; psycopg's errors come out as pgsched's own (see store.py)."""
-        if self.pool.closed:  # mounted in a host app whose lifespan never opened it
-            await self.open()
-        try:
-            async with self.pool.connection() as conn:
-                yield conn
-        except (psycopg.Error, PoolTimeout) as exc:
-            raise translate_error(exc, self.schema) from exc
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -252,31 +252,29 @@ class TickClaim:
         ]
 
 
-class Store:
-    """Async access to one pgsched schema through a connection pool."""
+class PooledSchema:
+    """A connection pool to one pgsched schema whose connections translate psycopg's errors
+    into pgsched's own: the base of every store-layer class (Store, insight.Insight)."""
 
     def __init__(
         self,
         dsn: str,
-        schema: str = DEFAULT_SCHEMA,
+        schema: str,
         *,
-        max_size: int = 4,
-        topology: Topology | None = None,
-        lock_timeout: float = 60.0,
+        max_size: int,
+        name: str,
+        connect_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
-        self.q = named_queries(schema)
-        self.topology = topology or Topology(dsn)  # how every connection to dsn is opened
-        self.lock_timeout = lock_timeout  # how long a sync waits for its lock
         self.pool = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True, **self.topology.connect_kwargs},
+            kwargs={"autocommit": True, **(connect_kwargs or {})},
             timeout=10,
-            name=f"pgsched-store-{schema}",
+            name=name,
         )
 
     async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
@@ -288,19 +286,45 @@ class Store:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def check_reachable(self, timeout: float = 2.0) -> None:
-        """One direct connection, to fail a one-shot command within `timeout` seconds with
-        the server's own reason (a pool only says it timed out, after its whole timeout)."""
-        await check_reachable(self.dsn, self.schema, timeout, self.topology.connect_kwargs)
-
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
         """A pooled connection; whatever psycopg raises inside comes out as pgsched's own."""
+        if self.pool.closed:  # e.g. mounted in a host app whose lifespan never opened it
+            await self.open()
         try:
             async with self.pool.connection() as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             raise translate_error(exc, self.schema) from exc
+
+
+class Store(PooledSchema):
+    """Async access to one pgsched schema through a connection pool."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str = DEFAULT_SCHEMA,
+        *,
+        max_size: int = 4,
+        topology: Topology | None = None,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.topology = topology or Topology(dsn)  # how every connection to dsn is opened
+        super().__init__(
+            dsn,
+            schema,
+            max_size=max_size,
+            name=f"pgsched-store-{schema}",
+            connect_kwargs=self.topology.connect_kwargs,
+        )
+        self.q = named_queries(schema)
+        self.lock_timeout = lock_timeout  # how long a sync waits for its lock
+
+    async def check_reachable(self, timeout: float = 2.0) -> None:
+        """One direct connection, to fail a one-shot command within `timeout` seconds with
+        the server's own reason (a pool only says it timed out, after its whole timeout)."""
+        await check_reachable(self.dsn, self.schema, timeout, self.topology.connect_kwargs)
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
         async with self._connection() as conn:

@@ -6,6 +6,8 @@ for `pgsched dashboard`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .app import create_app
 from .security import Credentials, credentials_from_env
 
@@ -20,9 +22,16 @@ def serve(
     port: int,
     lease_timeout: float,
     timezone: str = "UTC",
+    connect_kwargs: dict[str, Any] | None = None,
 ) -> None:
     """Serve the dashboard until interrupted (credentials from the environment)."""
     import uvicorn
 
-    app = create_app(dsn, schema=schema, lease_timeout=lease_timeout, timezone=timezone)
+    app = create_app(
+        dsn,
+        schema=schema,
+        lease_timeout=lease_timeout,
+        timezone=timezone,
+        connect_kwargs=connect_kwargs,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)

@@ -375,15 +375,20 @@ def create_app(
     lease_timeout: float = 15.0,
     timezone: str = "UTC",
     secret: bytes | None = None,
+    connect_kwargs: dict[str, Any] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve or to mount (`Mount("/pgsched", app=...)`).
 
     `credentials=True` (the default) reads PGSCHED_DASHBOARD_USER/PASSWORD; None or False
-    makes it read-only. It opens its own small pool on startup and closes it on shutdown."""
+    makes it read-only. It opens its own small pool on startup and closes it on shutdown.
+    `connect_kwargs`: psycopg connect() arguments (`{"prepare_threshold": None}` behind a
+    transaction-pooling PgBouncer; `pgsched dashboard` passes its detected topology's)."""
     if credentials is True:
         credentials = credentials_from_env()
     creds = credentials or None
-    insight = Insight(dsn, schema, lease_timeout=lease_timeout, max_size=4)
+    insight = Insight(
+        dsn, schema, lease_timeout=lease_timeout, max_size=4, connect_kwargs=connect_kwargs
+    )
     dashboard = Dashboard(insight, creds, CsrfTokens(secret), timezone)
 
     @contextlib.asynccontextmanager
