@@ -231,6 +231,17 @@ def sync(app: App) -> None:
     show_default=True,
     help="Create or upgrade the schema before starting.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve /metrics, /healthz and /readyz on this port (needs pgsched[web]).",
+)
+@click.option(
+    "--metrics-bind",
+    metavar="HOST",
+    help="Address for the metrics port [default: 127.0.0.1, or runner.metrics_bind].",
+)
 @click.pass_obj
 def runner(
     app: App,
@@ -238,20 +249,37 @@ def runner(
     no_listen: bool,
     poll_interval: float | None,
     do_migrate: bool,
+    metrics_port: int | None,
+    metrics_bind: str | None,
 ) -> None:
     """Sync definitions, then claim and execute due runs until SIGTERM/SIGINT."""
+    opts = app.profile.runner
+    metrics_port = opts.metrics_port if metrics_port is None else metrics_port
+    if metrics_port is not None:
+        _require_metrics_extra()
     if do_migrate:
         _upgrade(app)
     _sync(app)
-    opts = app.profile.runner
     settings = dataclasses.replace(
         opts,
         concurrency=concurrency or opts.concurrency,
         poll_interval=poll_interval or opts.poll_interval,
         listen=_can_listen(app, opts.listen and not no_listen),
+        metrics_port=metrics_port,
+        metrics_bind=metrics_bind or opts.metrics_bind,
     )
     code = run_runner(app.store(), app.registry, settings, app.worker_spec())
     sys.exit(code)
+
+
+def _require_metrics_extra() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("prometheus_client") is None:
+        raise ConfigError(
+            "--metrics-port (runner.metrics_port) needs prometheus_client, which is not "
+            "installed: pip install 'pgsched[web]', or leave the metrics port unset"
+        )
 
 
 def _can_listen(app: App, wanted: bool) -> bool:

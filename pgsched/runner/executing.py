@@ -87,7 +87,7 @@ class Executor:
         pools: UserPools,
         runner_id: str,
         settings: RunnerSettings,
-        on_finished: Callable[[RunOutcome, bool], None],
+        on_finished: Callable[[RunOutcome, ClaimedRun | None], None],
         log: Any,
         worker_spec: WorkerSpec | None = None,
     ) -> None:
@@ -96,7 +96,8 @@ class Executor:
         self.runner_id = runner_id
         self.settings = settings
         self.log = log
-        self._on_finished = on_finished  # (outcome, held a slot here)
+        # (outcome, the claimed run if it held a slot here; None: its slot was freed already)
+        self._on_finished = on_finished
         self.running: dict[int, Running] = {}
         self.job_loop = JobLoop()
         self.threads = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
@@ -218,9 +219,12 @@ class Executor:
 
     def _finish(self, run_id: int, outcome: RunOutcome) -> None:
         running = self.running.pop(run_id, None)
-        if running is not None and running.deadline is not None:
+        if running is None:
+            self._on_finished(outcome, None)
+            return
+        if running.deadline is not None:
             running.deadline.cancel()
-        self._on_finished(outcome, running is not None)
+        self._on_finished(outcome, running.execution.claimed)
 
     def _overdue(self, run_id: int, timeout: float) -> None:
         """An async job is past its timeout and has not ended: it blocks the job loop, so
