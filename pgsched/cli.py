@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,16 +23,16 @@ from .errors import (
     PgschedError,
     UnknownJobError,
 )
-from .housekeeping import builtin_extension
-from .isolation import WorkerSpec
 from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import print_records, print_table, render_run
-from .runner import run_inline, run_runner
 from .states import FINAL_STATUSES, RUN_STATUSES
 from .store import Store, check_reachable
 from .topology import Topology, resolve_topology
+
+if TYPE_CHECKING:  # the runner, worker processes and alembic load only for their commands
+    from .isolation import WorkerSpec
 
 T = TypeVar("T")
 
@@ -66,6 +66,8 @@ class App:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
+            from .housekeeping import builtin_extension
+
             extensions = discover(self.apps, self.profile)
             extensions.append(builtin_extension(self.profile.retention, self.profile.schema))
             self._registry = build_registry(extensions, self.profile)
@@ -76,6 +78,8 @@ class App:
 
     def worker_spec(self) -> WorkerSpec:
         """How worker processes (isolation="process") import the same jobs."""
+        from .isolation import WorkerSpec
+
         return WorkerSpec(
             apps=tuple(self.apps),
             profile_path=str(self.profile.path) if self.profile.path else None,
@@ -268,6 +272,8 @@ def runner(
         metrics_port=metrics_port,
         metrics_bind=metrics_bind or opts.metrics_bind,
     )
+    from .runner import run_runner
+
     code = run_runner(app.store(), app.registry, settings, app.worker_spec())
     sys.exit(code)
 
@@ -440,6 +446,8 @@ def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
             f"unknown job '{name}': no loaded extension defines it; known jobs: "
             f"{', '.join(app.registry.names)}. Pass --app MODULE:ATTR or list it in the profile"
         )
+    from .runner import run_inline
+
     return run_inline(
         app.store(), app.registry, app.profile.runner, name, params, app.worker_spec()
     )

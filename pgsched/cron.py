@@ -14,11 +14,13 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import CroniterBadDateError, CroniterError, croniter
-
 from pgsched.errors import CronError
+
+if TYPE_CHECKING:  # imported where a schedule is parsed: a CLI call that parses none skips it
+    from croniter import croniter
 
 __all__ = ["CronSchedule", "check_schedule", "get_zone", "parse_schedule"]
 
@@ -249,6 +251,8 @@ def _check_schedule(expression: str, timezone: str, job: str | None) -> None:
 
 def _field_error(normalised: str) -> str:
     """Find which field croniter refused (only called on failure: it costs six parses)."""
+    from croniter import CroniterError, croniter
+
     fields = normalised.split()
     for index, ((name, allowed), value) in enumerate(zip(_FIELDS, fields, strict=True)):
         probe = ["*"] * 6  # check each field alone, so the error can name it
@@ -263,6 +267,8 @@ def _field_error(normalised: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _compile(expression: str, timezone: str) -> _Compiled | str:
     """Parse once per (expression, zone); a str result is the reason the expression is bad."""
+    from croniter import CroniterBadDateError, CroniterError, croniter
+
     try:
         normalised = _normalise(expression)
     except ValueError as exc:

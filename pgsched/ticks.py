@@ -26,8 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from croniter import CroniterError
-
 from .cron import parse_schedule
 from .errors import CronError
 
@@ -63,6 +61,8 @@ def next_ticks_after(keys: Collection[Key], after: datetime) -> dict[Key, dateti
 
 def next_ticks_here(keys: Iterable[Key], after: datetime) -> dict[Key, datetime]:
     """`next_ticks_after` in this process alone (and a worker's whole job)."""
+    from croniter import CroniterError
+
     found = {}
     for expression, timezone in keys:
         try:
