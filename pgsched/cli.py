@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -26,7 +26,7 @@ from .errors import (
 from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
-from .render import print_records, print_table, render_run
+from .render import format_time, print_job, print_table, render_run
 from .states import FINAL_STATUSES, RUN_STATUSES
 from .store import Store, check_reachable
 from .topology import Topology, resolve_topology
@@ -56,6 +56,13 @@ class App:
         if self._profile is None:
             self._profile = profile_from_env(self.profile_path, self.dsn_option)
         return self._profile
+
+    @property
+    def zone(self) -> tzinfo:
+        """Where times are shown (labelled): the profile's scheduler.timezone, else UTC."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.profile.timezone)
 
     @property
     def dsn(self) -> str:
@@ -138,6 +145,9 @@ def _safe_dsn(dsn: str) -> str:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+wide_option = click.option(
+    "--wide", is_flag=True, help="Never cut table cells to the terminal's width."
+)
 
 
 def _wants_json(ctx: click.Context, as_json: bool) -> bool:
@@ -179,11 +189,22 @@ def cli(
 
 
 @cli.command()
-@click.pass_obj
-def migrate(app: App) -> None:
+@json_option
+@click.pass_context
+def migrate(ctx: click.Context, as_json: bool) -> None:
     """Create or upgrade the schema (idempotent; safe when many processes start at once)."""
+    app: App = ctx.obj
     before, after = _upgrade(app)
-    if before == after:
+    if _wants_json(ctx, as_json):
+        _print_json(
+            {
+                "schema": app.profile.schema,
+                "before": before,
+                "after": after,
+                "changed": before != after,
+            }
+        )
+    elif before == after:
         click.echo(f"schema {app.profile.schema} is up to date (revision {after})")
     else:
         click.echo(f"schema {app.profile.schema} migrated: {before or 'empty'} -> {after}")
@@ -206,8 +227,11 @@ def _upgrade(app: App) -> tuple[str | None, str]:
         ) from exc
 
 
-def _sync(app: App) -> None:
+def _sync(app: App, as_json: bool = False) -> None:
     report = app.with_store(lambda s: s.sync(app.registry))
+    if as_json:
+        _print_json({"jobs": len(app.registry), **dataclasses.asdict(report)})
+        return
     click.echo(
         f"synced {len(app.registry)} jobs: {len(report.inserted)} new, "
         f"{len(report.updated)} changed, {report.unchanged} unchanged, "
@@ -218,10 +242,11 @@ def _sync(app: App) -> None:
 
 
 @cli.command()
-@click.pass_obj
-def sync(app: App) -> None:
+@json_option
+@click.pass_context
+def sync(ctx: click.Context, as_json: bool) -> None:
     """Sync job definitions and profile overrides into the database, without running."""
-    _sync(app)
+    _sync(ctx.obj, _wants_json(ctx, as_json))
 
 
 @cli.command()
@@ -315,14 +340,16 @@ def jobs() -> None:
 
 @jobs.command("list")
 @json_option
+@wide_option
 @click.pass_context
-def jobs_list(ctx: click.Context, as_json: bool) -> None:
-    """Name, extension, schedule, enabled/paused, next run, last status."""
+def jobs_list(ctx: click.Context, as_json: bool, wide: bool) -> None:
+    """Name, extension, schedule, enabled/paused, next run (in the job's zone), last status."""
     app: App = ctx.obj
     rows = app.with_store(lambda s: s.list_jobs())
     if _wants_json(ctx, as_json):
         _print_json(rows)
         return
+    zone = app.zone
     print_table(
         rows,
         [
@@ -333,8 +360,20 @@ def jobs_list(ctx: click.Context, as_json: bool) -> None:
             ("next_run_at", "NEXT RUN"),
             ("last_status", "LAST"),
         ],
-        derive={"state": _job_state},
+        derive={"state": _job_state, "next_run_at": lambda r: _next_run(r, zone)},
+        zone=zone,
+        wide=wide,
     )
+
+
+def _next_run(row: dict[str, Any], zone: tzinfo) -> str | None:
+    """A job's next tick in its own zone, labelled (02:30 CET for a Berlin job)."""
+    moment = row.get("next_run_at")
+    if moment is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return format_time(moment, ZoneInfo(row["timezone"]) if row.get("timezone") else zone)
 
 
 def _job_state(row: dict[str, Any]) -> str:
@@ -349,8 +388,9 @@ def _job_state(row: dict[str, Any]) -> str:
 @click.argument("name")
 @json_option
 @click.option("-n", "limit", default=10, show_default=True, type=click.IntRange(1))
+@wide_option
 @click.pass_context
-def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int) -> None:
+def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int, wide: bool) -> None:
     """One job: its settings and recent runs."""
     app: App = ctx.obj
 
@@ -361,9 +401,9 @@ def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int) -> None:
     if _wants_json(ctx, as_json):
         _print_json({"job": job, "runs": runs})
         return
-    print_records([job])
+    print_job(job, app.zone)
     click.echo("\nrecent runs:")
-    _print_runs(runs)
+    _print_runs(runs, app.zone, wide)
 
 
 @jobs.command("run")
@@ -377,21 +417,35 @@ def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int) -> None:
     help="A parameter for the run (VALUE is parsed as JSON when it can be).",
 )
 @click.option("--wait", is_flag=True, help="Follow the run; exit 1 if it fails.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up (exit 1) if the run has not finished by then.",
+)
 @click.option("--inline", is_flag=True, help="Execute in this process, recorded like any run.")
 @json_option
 @click.pass_context
 def jobs_run(
-    ctx: click.Context, name: str, params: tuple[str, ...], wait: bool, inline: bool, as_json: bool
+    ctx: click.Context,
+    name: str,
+    params: tuple[str, ...],
+    wait: bool,
+    timeout: float | None,
+    inline: bool,
+    as_json: bool,
 ) -> None:
     """Request a manual run of NAME."""
     app: App = ctx.obj
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     values = _parse_params(params)
     if inline:
         run_id = _run_inline(app, name, values)
         run = app.with_store(lambda s: s.get_run(run_id))
         assert run is not None
     else:
-        run = app.with_store(lambda s: _request(app, s, name, values, wait))
+        run = app.with_store(lambda s: _request(app, s, name, values, wait, timeout))
     if _wants_json(ctx, as_json):
         _print_json(run)
     else:
@@ -414,7 +468,7 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 async def _request(
-    app: App, store: Store, name: str, params: dict[str, Any], wait: bool
+    app: App, store: Store, name: str, params: dict[str, Any], wait: bool, timeout: float | None
 ) -> dict[str, Any]:
     job = await store.get_job(name)
     if job["orphaned"]:
@@ -423,7 +477,8 @@ async def _request(
             "no runner would run it. Restore its definition and run `pgsched sync`"
         )
     run_id = await store.request_run(name, params)
-    if not await store.live_runners(app.profile.runner.lease_timeout):
+    nobody = not await store.live_runners(app.profile.runner.lease_timeout)
+    if nobody:
         click.echo(
             f"run {run_id} of '{name}' requested, but no runner is alive: it will start "
             "when one is (start one with `pgsched runner`)",
@@ -432,11 +487,25 @@ async def _request(
     else:
         click.echo(f"run {run_id} of '{name}' requested", err=True)
     run = await store.get_run(run_id)
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     while wait and run is not None and run["status"] not in FINAL_STATUSES:
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            raise WaitTimeout(_still_waiting(run, timeout or 0, nobody))
         await asyncio.sleep(0.1)
         run = await store.get_run(run_id)
     assert run is not None
     return run
+
+
+class WaitTimeout(PgschedError):
+    """`jobs run --wait --timeout`: the run did not finish in time (exit 1)."""
+
+
+def _still_waiting(run: dict[str, Any], timeout: float, nobody: bool) -> str:
+    where = f"run {run['id']} of '{run['job_name']}' still {run['status']} after {timeout:g}s"
+    if run["status"] == "pending" and nobody:
+        return f"{where}: no live runner defines it (start one with `pgsched runner`)"
+    return f"{where}; it goes on without this command (`pgsched jobs history {run['job_name']}`)"
 
 
 def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
@@ -455,22 +524,28 @@ def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
 
 @jobs.command("status")
 @json_option
+@wide_option
 @click.pass_context
-def jobs_status(ctx: click.Context, as_json: bool) -> None:
-    """Live runners, running runs, recent failures."""
+def jobs_status(ctx: click.Context, as_json: bool, wide: bool) -> None:
+    """Live runners, running runs, failures of the last 24 h (marked when a retry
+    succeeded); exits 1 when no runner is live."""
     app: App = ctx.obj
-
-    async def fetch(store: Store) -> dict[str, Any]:
-        return {
-            "runners": await store.live_runners(app.profile.runner.lease_timeout),
-            "running": await store.running_runs(),
-            "recent_failures": await store.recent_failures(),
-        }
-
-    status = app.with_store(fetch)
+    status = _with_insight(app, lambda i: i.status())
     if _wants_json(ctx, as_json):
         _print_json(status)
-        return
+    else:
+        _print_status(status, app.zone, wide)
+    if not status["runners"]:
+        click.echo(
+            f"no live runner: none has heartbeated in the last "
+            f"{app.profile.runner.lease_timeout:g} s; nothing runs (start one with "
+            "`pgsched runner`)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _print_status(status: dict[str, Any], zone: tzinfo, wide: bool) -> None:
     click.echo(f"live runners ({len(status['runners'])}):")
     print_table(
         status["runners"],
@@ -482,11 +557,51 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
             ("running", "RUNNING"),
             ("heartbeat_at", "HEARTBEAT"),
         ],
+        zone=zone,
+        wide=wide,
     )
     click.echo(f"\nrunning ({len(status['running'])}):")
-    _print_runs(status["running"])
-    click.echo(f"\nfailures in the last 24 h ({len(status['recent_failures'])} shown):")
-    _print_runs(status["recent_failures"])
+    print_table(
+        status["running"],
+        [
+            ("id", "ID"),
+            ("job_name", "JOB"),
+            ("trigger", "TRIGGER"),
+            ("scheduled_for", "SCHEDULED"),
+            ("started_at", "STARTED"),
+            ("elapsed", "SECONDS"),
+            ("attempt", "TRY"),
+            ("runner", "RUNNER"),
+        ],
+        zone=zone,
+        wide=wide,
+    )
+    failures = status["recent_failures"]
+    click.echo(f"\nfailures in the last 24 h ({len(failures)} shown):")
+    print_table(
+        failures,
+        [
+            ("id", "ID"),
+            ("job_name", "JOB"),
+            ("trigger", "TRIGGER"),
+            ("finished_at", "FAILED"),
+            ("attempt", "TRY"),
+            ("retried", "RETRIED"),
+            ("message", "MESSAGE"),
+        ],
+        derive={"retried": _retried},
+        zone=zone,
+        wide=wide,
+    )
+
+
+def _retried(failure: dict[str, Any]) -> str | None:
+    if failure.get("retry_succeeded_id") is None:
+        return None
+    return (
+        f"retried: succeeded at attempt {failure['retry_succeeded_attempt']} "
+        f"(run {failure['retry_succeeded_id']})"
+    )
 
 
 @jobs.command("history")
@@ -497,9 +612,10 @@ def jobs_status(ctx: click.Context, as_json: bool) -> None:
 )
 @click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1))
 @json_option
+@wide_option
 @click.pass_context
 def jobs_history(
-    ctx: click.Context, name: str | None, status: str | None, limit: int, as_json: bool
+    ctx: click.Context, name: str | None, status: str | None, limit: int, as_json: bool, wide: bool
 ) -> None:
     """Past runs, newest first."""
     app: App = ctx.obj
@@ -513,10 +629,10 @@ def jobs_history(
     if _wants_json(ctx, as_json):
         _print_json(rows)
     else:
-        _print_runs(rows)
+        _print_runs(rows, app.zone, wide)
 
 
-def _print_runs(rows: list[dict[str, Any]]) -> None:
+def _print_runs(rows: list[dict[str, Any]], zone: tzinfo, wide: bool = False) -> None:
     print_table(
         rows,
         [
@@ -530,28 +646,35 @@ def _print_runs(rows: list[dict[str, Any]]) -> None:
             ("attempt", "TRY"),
             ("message", "MESSAGE"),
         ],
+        zone=zone,
+        wide=wide,
     )
 
 
-def _set_paused(app: App, name: str, paused: bool) -> None:
-    app.with_store(lambda s: s.set_paused(name, paused))
-    click.echo(f"job '{name}' {'paused' if paused else 'resumed'}")
+def _set_paused(ctx: click.Context, name: str, paused: bool, as_json: bool) -> None:
+    ctx.obj.with_store(lambda s: s.set_paused(name, paused))
+    if _wants_json(ctx, as_json):
+        _print_json({"job": name, "paused": paused})
+    else:
+        click.echo(f"job '{name}' {'paused' if paused else 'resumed'}")
 
 
 @jobs.command("pause")
 @click.argument("name")
-@click.pass_obj
-def jobs_pause(app: App, name: str) -> None:
+@json_option
+@click.pass_context
+def jobs_pause(ctx: click.Context, name: str, as_json: bool) -> None:
     """Stop scheduling NAME (survives re-syncs) until `resume`."""
-    _set_paused(app, name, True)
+    _set_paused(ctx, name, True, as_json)
 
 
 @jobs.command("resume")
 @click.argument("name")
-@click.pass_obj
-def jobs_resume(app: App, name: str) -> None:
+@json_option
+@click.pass_context
+def jobs_resume(ctx: click.Context, name: str, as_json: bool) -> None:
     """Schedule NAME again; missed ticks follow its misfire policy."""
-    _set_paused(app, name, False)
+    _set_paused(ctx, name, False, as_json)
 
 
 def _print_json(value: Any) -> None:

@@ -204,6 +204,15 @@ class Insight:
             "actions": await self._all("recent_actions", {"job": None, "limit": 10}),
         }
 
+    async def status(self, limit: int = 10) -> Row:
+        """`jobs status`: live runners, running runs, and the failures of the last 24 h with
+        their retry chains resolved (`retry_succeeded_id` / `_attempt`)."""
+        return {
+            "runners": await self.live_runners(),
+            "running": await self._all("running_runs", {"limit": 1000}),
+            "recent_failures": await self._all("recent_failures", {"hours": 24, "limit": limit}),
+        }
+
     async def health(self) -> Health:
         runners = await self.live_runners()
         overdue = await self.overdue_ticks(limit=100)

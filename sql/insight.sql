@@ -39,10 +39,10 @@ LIMIT %(limit)s
 -- attempt of its retry chain succeeded: a probe of the job's history newer than the failure.
 SELECT r.id, r.job_name, r.trigger, r.scheduled_for, r.finished_at, r.attempt, r.message,
        coalesce(r.retry_of, r.id) AS chain,
-       ok.id AS retry_succeeded_id
+       ok.id AS retry_succeeded_id, ok.attempt AS retry_succeeded_attempt
 FROM {schema}.runs r
 LEFT JOIN LATERAL (
-    SELECT x.id FROM {schema}.runs x
+    SELECT x.id, x.attempt FROM {schema}.runs x
     WHERE x.job_name = r.job_name AND x.id > r.id AND x.status = 'succeeded'
       AND x.retry_of = coalesce(r.retry_of, r.id)
     ORDER BY x.id LIMIT 1
