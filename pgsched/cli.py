@@ -334,6 +334,32 @@ def grant(app: App, kind: str, role: str) -> None:
 
 
 @cli.group()
+def embedded() -> None:
+    """The embedded PostgreSQL used when no database is configured (PGSCHED_DATA_DIR)."""
+
+
+@embedded.command("url")
+def embedded_url() -> None:
+    """Print the embedded server's connection URL (starting it if needed), e.g. for
+    `psql "$(pgsched embedded url)"`."""
+    from .embedded import embedded_dsn
+
+    click.echo(embedded_dsn(quiet=True))
+
+
+@embedded.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded server (its data stays; the next command starts it again)."""
+    from .embedded import default_data_dir, stop_embedded
+
+    data_dir = default_data_dir()
+    if stop_embedded(data_dir):
+        click.echo(f"stopped the embedded PostgreSQL in {data_dir}")
+    else:
+        click.echo(f"the embedded PostgreSQL in {data_dir} is not running")
+
+
+@cli.group()
 def jobs() -> None:
     """Inspect and operate jobs."""
 

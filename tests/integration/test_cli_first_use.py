@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from tests.runners import pgsched, query, runners, wait_registered
+import psycopg
+
+from pgsched.embedded import stop_embedded
+from tests.runners import ROOT, env_for, pgsched, query, runners, wait_registered
 
 APP = ("--app", "tests.apps.basic:ext")
 
@@ -109,3 +117,39 @@ def test_cut_cells_say_how_to_see_them_and_wide_shows_them_whole(dsn: str) -> No
     assert "…" in cut.stdout and "--wide shows them whole" in cut.stderr
     wide = pgsched(*APP, "jobs", "history", "--wide", dsn=dsn)
     assert message.strip() in wide.stdout and "…" not in wide.stdout
+
+
+def test_embedded_url_stop_and_its_notice_once_per_data_directory() -> None:
+    root = Path(tempfile.mkdtemp(prefix="pgsched-embedded-"))
+    env = env_for("unused")
+    del env["PGSCHED_DATABASE_URL"]
+    env["PGSCHED_DATA_DIR"] = str(root / "pgdata")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pgsched", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        url = run("embedded", "url")
+        assert url.returncode == 0, url.stderr
+        dsn = url.stdout.strip()
+        assert dsn.startswith("postgresql://")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        first = run("migrate")
+        assert first.returncode == 0 and "using the embedded PostgreSQL" in first.stderr
+        again = run("jobs", "list")
+        assert again.returncode == 0 and "embedded" not in again.stderr, again.stderr
+        stopped = run("embedded", "stop")
+        assert stopped.returncode == 0 and "stopped the embedded PostgreSQL" in stopped.stdout
+        assert not os.path.exists(root / "pgdata" / "postmaster.pid")
+        assert "is not running" in run("embedded", "stop").stdout
+    finally:
+        stop_embedded(root / "pgdata")
+        shutil.rmtree(root, ignore_errors=True)
