@@ -75,6 +75,8 @@ class App:
         if self._registry is None:
             from .housekeeping import builtin_extension
 
+            get_logger()  # user code is imported next: structlog is set up before it runs
+
             extensions = discover(self.apps, self.profile)
             extensions.append(builtin_extension(self.profile.retention, self.profile.schema))
             self._registry = build_registry(extensions, self.profile)
@@ -184,7 +186,7 @@ def cli(
     log_level: str,
 ) -> None:
     """pgsched: cron jobs for Python, coordinated through PostgreSQL."""
-    configure_logging(log_level)
+    configure_logging(log_level, lazy=True)
     ctx.obj = App(profile_path, dsn, apps, as_json, log_level)
 
 
