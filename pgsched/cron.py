@@ -22,11 +22,15 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterError, croniter
 
 from pgsched.errors import CronError
+
+if TYPE_CHECKING:  # imported where a schedule is parsed: a CLI call that parses none skips it
+    from croniter import croniter
 
 __all__ = ["CronSchedule", "check_schedule", "get_zone", "parse_schedule"]
 
@@ -412,6 +416,8 @@ def _check_schedule(expression: str, timezone: str, job: str | None) -> None:
 @functools.lru_cache(maxsize=1024)
 def _compile(expression: str, timezone: str) -> _Compiled | str:
     """Parse once per (expression, zone); a str result is the reason the expression is bad."""
+    from croniter import CroniterError, croniter
+
     try:
         normalised = _normalise(expression)
         fields = _parse_fields(normalised)

@@ -180,6 +180,19 @@ class Insight(PooledSchema):
             "actions": await self._all("recent_actions", {"job": None, "limit": 10}),
         }
 
+    async def status(self, limit: int = 10) -> Row:
+        """`jobs status`: live runners (with their code versions), running runs, the failures
+        of the last 24 h with their retry chains resolved (`retry_succeeded_id` /
+        `_attempt`), and pending runs that wait for a runner whose code defines their job."""
+        return {
+            "runners": await self.live_runners(),
+            "running": await self._all("running_runs", {"limit": 1000}),
+            "recent_failures": await self._all("recent_failures", {"hours": 24, "limit": limit}),
+            "waiting_for_code": await self._all(
+                "waiting_for_code", {"lease_timeout": self.lease_timeout}
+            ),
+        }
+
     async def health(self) -> Health:
         runners = await self.live_runners()
         overdue = await self.overdue_ticks(limit=100)

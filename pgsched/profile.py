@@ -389,6 +389,13 @@ def _read_runner(r: _Reader, node: Node) -> RunnerSettings:
             values[name] = int(r.number(value_node, entry, integer=True, minimum=0))
         elif name == "listen":
             values[name] = r.boolean(value_node, entry)
+        elif name == "metrics_port":
+            port = int(r.number(value_node, entry, integer=True, minimum=0))
+            if port > 65535:
+                raise r.error(value_node, entry, f"port {port} is out of range", "use 1-65535")
+            values[name] = port
+        elif name == "metrics_bind":
+            values[name] = r.string(value_node, entry)
         elif name == "lookahead":
             values[name] = r.duration(value_node, entry, zero_ok=True)
         else:

@@ -197,6 +197,8 @@ class RunnerSettings:
     flush_interval: float = 0.005  # results wait this long to be written in one batch
     max_held_results: int = 100_000  # results kept while the database is away; then no claims
     max_tasks_per_child: int | None = None  # isolation="process": runs per worker, None = any
+    metrics_port: int | None = None  # serve /metrics, /healthz, /readyz here; None = don't
+    metrics_bind: str = "127.0.0.1"  # the address the metrics server listens on
 
     @property
     def prefetch_runs(self) -> int:

@@ -377,10 +377,6 @@ class Store(PooledSchema):
         )
         return [r["name"] for r in rows]
 
-    async def waiting_for_code(self, lease_timeout: float) -> list[Row]:
-        """Pending runs of jobs that no live runner's code defines, by job."""
-        return await self._all("waiting_for_code", {"lease_timeout": lease_timeout})
-
     async def reap_lost(self, lease_timeout: float) -> tuple[list[str], list[int]]:
         """Fail the runs of runners that stopped heartbeating; returns (runners, runs)."""
         row = await self._one("reap_lost_runners", {"lease_timeout": lease_timeout})

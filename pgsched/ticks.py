@@ -62,6 +62,7 @@ def next_ticks_after(keys: Collection[Key], after: datetime) -> dict[Key, dateti
 
 def next_ticks_here(keys: Iterable[Key], after: datetime) -> dict[Key, datetime]:
     """`next_ticks_after` in this process alone (and a worker's whole job)."""
+
     found = {}
     for expression, timezone in keys:
         try:

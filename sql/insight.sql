@@ -16,7 +16,8 @@
 -- name: live_runners
 -- Runners whose heartbeat is within the lease timeout; `jobs run --inline` processes
 -- (concurrency 0) are not runners.
-SELECT w.id, w.hostname, w.pid, w.concurrency, w.version, w.started_at, w.heartbeat_at,
+SELECT w.id, w.hostname, w.pid, w.concurrency, w.version, w.code_version, w.started_at,
+       w.heartbeat_at,
        w.stopping, extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age,
        (SELECT count(*) FROM {schema}.runs r WHERE r.status = 'running' AND r.runner = w.id)
            AS running
@@ -24,6 +25,18 @@ FROM {schema}.runners w
 WHERE w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
   AND w.concurrency > 0
 ORDER BY w.started_at
+
+-- name: waiting_for_code
+-- Pending runs of jobs no live runner's code defines: what they wait for.
+SELECT r.job_name, count(*) AS pending, min(r.created_at) AS since
+FROM {schema}.runs r
+WHERE r.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM {schema}.definitions d
+                  JOIN {schema}.runners w ON w.code_version = d.code_version
+                  WHERE d.job_name = r.job_name
+                    AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s))
+GROUP BY r.job_name
+ORDER BY r.job_name
 
 -- name: running_runs
 -- In flight, from the partial index on running runs. A tick claimed ahead of its time holds
@@ -41,10 +54,10 @@ LIMIT %(limit)s
 -- attempt of its retry chain succeeded: a probe of the job's history newer than the failure.
 SELECT r.id, r.job_name, r.trigger, r.scheduled_for, r.finished_at, r.attempt, r.message,
        coalesce(r.retry_of, r.id) AS chain,
-       ok.id AS retry_succeeded_id
+       ok.id AS retry_succeeded_id, ok.attempt AS retry_succeeded_attempt
 FROM {schema}.runs r
 LEFT JOIN LATERAL (
-    SELECT x.id FROM {schema}.runs x
+    SELECT x.id, x.attempt FROM {schema}.runs x
     WHERE x.job_name = r.job_name AND x.id > r.id AND x.status = 'succeeded'
       AND x.retry_of = coalesce(r.retry_of, r.id)
     ORDER BY x.id LIMIT 1

@@ -477,18 +477,6 @@ JOIN {schema}.runners w ON w.code_version = d.code_version
 WHERE d.job_name = ANY(%(names)s::text[]) AND d.code_version <> %(code_version)s
   AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
 
--- name: waiting_for_code
--- Pending runs of jobs no live runner's code defines: what they wait for.
-SELECT r.job_name, count(*) AS pending, min(r.created_at) AS since
-FROM {schema}.runs r
-WHERE r.status = 'pending'
-  AND NOT EXISTS (SELECT 1 FROM {schema}.definitions d
-                  JOIN {schema}.runners w ON w.code_version = d.code_version
-                  WHERE d.job_name = r.job_name
-                    AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s))
-GROUP BY r.job_name
-ORDER BY r.job_name
-
 -- name: list_jobs
 SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
        j.orphaned, j.next_run_at, j.tags, j.overrides,

@@ -16,6 +16,7 @@ it is pure computation (croniter, microseconds), never user code or I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..planning import plan_claim
@@ -48,6 +49,7 @@ class Claimer(Duty):
         self._ticks_due_at = 0.0  # monotonic time before which no scheduled tick is due
         self._ticks_checked_at = 0.0
         self._idle = Backoff(first=0.005, most=1.0)  # waits for work locked elsewhere
+        self.on_round: Callable[[float], None] | None = None  # seconds a claim round took
 
     def ticks_changed(self) -> None:
         """A schedule changed (NOTIFY 'jobs'), or notifications may have been missed."""
@@ -64,9 +66,12 @@ class Claimer(Duty):
         free = self.slots.capacity()
         if not self.slots.worth_claiming(free) or self.results.full:
             return None  # a finished run (or a written result) wakes us
+        began = time.perf_counter()
         claimed = await self._claim_ticks(free) if self._ticks_may_be_due() else []
         if len(claimed) < free:  # ticks are started already: a failure below cannot strand them
             claimed += await self._claim_pending(free - len(claimed))
+        if self.on_round is not None:
+            self.on_round(time.perf_counter() - began)
         if claimed:
             self._idle.reset()  # the wait for work locked elsewhere starts short next time
             return None if len(claimed) >= free else 0.0  # there may be more: look again

@@ -79,8 +79,11 @@ class Health:
         self.log = log
         self.up = True
         self._on_back = on_back
+        self.on_down: Callable[[str], None] | None = None  # every failed step, by duty name
 
     def down(self, exc: BaseException, duty: str) -> None:
+        if self.on_down is not None:
+            self.on_down(duty)
         if self.up:
             self.log.error("database unavailable; retrying with backoff", duty=duty, error=str(exc))
         self.up = False

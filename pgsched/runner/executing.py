@@ -89,7 +89,7 @@ class Executor:
         pools: UserPools,
         runner_id: str,
         settings: RunnerSettings,
-        on_finished: Callable[[RunOutcome, bool], None],
+        on_finished: Callable[[RunOutcome, ClaimedRun | None], None],
         log: Any,
         worker_spec: WorkerSpec | None = None,
     ) -> None:
@@ -98,7 +98,8 @@ class Executor:
         self.runner_id = runner_id
         self.settings = settings
         self.log = log
-        self._on_finished = on_finished  # (outcome, held a slot here)
+        # (outcome, the claimed run if it held a slot here; None: its slot was freed already)
+        self._on_finished = on_finished
         self.running: dict[int, Running] = {}
         self.job_loop = JobLoop()
         self.threads = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
@@ -220,11 +221,14 @@ class Executor:
 
     def _finish(self, run_id: int, outcome: RunOutcome) -> None:
         running = self.running.pop(run_id, None)
-        if running is not None and running.deadline is not None:
+        if running is None:
+            self._on_finished(outcome, None)
+            return
+        if running.deadline is not None:
             running.deadline.cancel()
-        if running is not None and running.cancelled_by is not None:
+        if running.cancelled_by is not None:
             outcome = cancelled_outcome(outcome, running.cancelled_by)
-        self._on_finished(outcome, running is not None)
+        self._on_finished(outcome, running.execution.claimed)
 
     def request_cancel(self, run_id: int, by: str) -> bool:
         """Someone asked to cancel this run: tell it, and end it `cancelled` whatever it

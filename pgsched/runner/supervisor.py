@@ -10,7 +10,9 @@ never runs there (see `executing`). Duties, by module:
   `executing.LoopWatch`: name a job that blocks the job loop;
 - `leases.Heartbeat`, `leases.Reaper`: keep this runner's lease, recover lost runners' runs;
 - `results.Results`: the outbox every outcome takes to the database;
-- `listening.Listener`: LISTEN, to wake the claimer.
+- `listening.Listener`: LISTEN, to wake the claimer;
+- `metrics` (only with a metrics port): the runner's Prometheus metrics, `/healthz` and
+  `/readyz`, served from a thread of their own.
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..errors import DatabaseError, DatabaseUnavailableError
+from ..errors import ConfigError, DatabaseError, DatabaseUnavailableError
 from ..execution import UserPools
 from ..isolation import WorkerSpec
 from ..logs import get_logger
 from ..registry import Registry
 from ..settings import RunnerSettings
-from ..store import RunOutcome, Store
+from ..store import ClaimedRun, RunOutcome, Store
 from .claiming import Claimer, GiveBack
 from .duty import Backoff, Duty, Health, drive
 from .executing import Executor, LoopWatch, cancelled_outcome
@@ -45,6 +47,9 @@ from .leases import CancelWatch, Heartbeat, Reaper
 from .listening import Listener
 from .results import Results
 from .slots import Slots
+
+if TYPE_CHECKING:
+    from .metrics import Probe, RunnerMetrics
 
 
 def new_runner_id(prefix: str = "") -> str:
@@ -96,15 +101,20 @@ class Runner:
         self._tasks: dict[Duty, asyncio.Task[None]] = {}
         self._inline_run: tuple[int, asyncio.Future[RunOutcome]] | None = None
         self._concurrency = settings.concurrency  # as registered: 0 for `jobs run --inline`
-        self.ready = threading.Event()  # set once registered, with its duties started
+        self.ready = threading.Event()  # registered, duties started; cleared when leaving
+        self.metrics: RunnerMetrics | None = None  # with a metrics port, while serving
 
     # --- what the duties tell each other ---------------------------------------------------
 
-    def _finished(self, outcome: RunOutcome, held_slot: bool) -> None:
+    def _finished(self, outcome: RunOutcome, claimed: ClaimedRun | None) -> None:
+        """Every outcome, once; `claimed` is None when its slot was freed already (the run
+        was recorded as timed out, or the lease was lost)."""
         self.results.add(outcome)
         if self._inline_run is not None and self._inline_run[0] == outcome.run_id:
             self._inline_run[1].set_result(outcome)
-        if held_slot:
+        if claimed is not None:
+            if self.metrics is not None:
+                self.metrics.run_finished(outcome, claimed)
             self.slots.fill()
             self.claimer.wake()
 
@@ -149,6 +159,10 @@ class Runner:
 
     async def serve(self) -> int:
         """Register, run the duties until stopped, shut down; returns the exit code."""
+        with self._metrics_served():
+            return await self._serve()
+
+    async def _serve(self) -> int:
         async with self._started(concurrency=self.settings.concurrency) as started:
             if not started:
                 return self.exit_code
@@ -187,6 +201,61 @@ class Runner:
             await self._stop_duties(self.results)
             await self.results.write_all(within=30.0)
         return claimed.id
+
+    @contextmanager
+    def _metrics_served(self) -> Iterator[None]:
+        """With `metrics_port`: /metrics, /healthz and /readyz while the runner serves."""
+        port = self.settings.metrics_port
+        if port is None:
+            yield
+            return
+        try:
+            from .metrics import MetricsServer, RunnerMetrics
+        except ImportError as exc:
+            raise ConfigError(
+                f"--metrics-port needs prometheus_client ({exc.name} is missing): "
+                "pip install 'pgsched[web]', or leave the metrics port unset"
+            ) from exc
+        metrics = RunnerMetrics(
+            heartbeat_age=self._heartbeat_age,
+            running=lambda: len(self.executor.running),
+            slots=lambda: self._concurrency,
+        )
+        server = MetricsServer(
+            metrics, self.settings.metrics_bind, port, healthz=self.healthz, readyz=self.readyz
+        )
+        self.metrics = metrics
+        self.claimer.on_round = metrics.claim_round
+        self.health.on_down = metrics.database_error
+        server.start()
+        host, bound = server.address
+        self.log.info("serving metrics", url=f"http://{host}:{bound}/metrics")
+        try:
+            yield
+        finally:
+            server.stop()
+
+    def _heartbeat_age(self) -> float | None:
+        last = self.heartbeat.last_beat
+        return None if last is None else time.monotonic() - last
+
+    def healthz(self) -> Probe:
+        """Live: the heartbeat duty wrote a heartbeat within the lease timeout."""
+        from .metrics import heartbeat_probe
+
+        return heartbeat_probe(self.heartbeat.last_beat, self.settings.lease_timeout)
+
+    def readyz(self) -> Probe:
+        """Ready: registered, the database answers, and not shutting down."""
+        from .metrics import Probe
+
+        if not self.ready.is_set():
+            return Probe(False, "not registered in the runners table (yet, or any more)")
+        if not self.health.up:
+            return Probe(False, "the database is unavailable")
+        if self.heartbeat.stopping:
+            return Probe(False, "shutting down")
+        return Probe(True, f"registered as {self.id}")
 
     def _drive(self, *duties: Duty) -> None:
         for duty in duties:
@@ -287,6 +356,7 @@ class Runner:
     async def _finish_up(self) -> None:
         """Whatever happened: stop every duty, leave the runners table, close everything."""
         await self._stop_duties(*list(self._tasks))
+        self.ready.clear()
         try:
             orphaned = await asyncio.wait_for(
                 self.store.unregister_runner(self.id, self.settings.lease_timeout), 5

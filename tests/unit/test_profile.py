@@ -262,3 +262,13 @@ def test_listen_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert profile_from_env(None, "postgresql://bouncer/db").database.listen_url == (
         "postgresql://direct/db"
     )
+
+
+def test_runner_metrics_port_and_bind(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("runner:\n  metrics_port: 9464\n  metrics_bind: 0.0.0.0\n")
+    runner = load_profile(path).runner
+    assert (runner.metrics_port, runner.metrics_bind) == (9464, "0.0.0.0")
+    assert load_profile(None).runner.metrics_port is None
+    message = error(tmp_path, "runner:\n  metrics_port: 70000\n")
+    assert message.startswith(":2: runner.metrics_port: port 70000 is out of range")
