@@ -6,8 +6,9 @@ misfire and overlap policies are unit-tested without a server.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from .cron import CronSchedule, parse_schedule
@@ -130,9 +131,8 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
         next_run_at = cron.next_after(due.db_now)
     overflow = len(ticks) > due.misfire_cap
     if overflow:  # keep the newest ticks: misfire=once must run the latest one
-        span = ticks[due.misfire_cap] - ticks[0]
-        recent = cron.ticks_between(due.db_now - span, due.db_now, due.misfire_cap + 1)
-        ticks = recent[-due.misfire_cap :]
+        hint = ticks[due.misfire_cap] - ticks[0]
+        ticks = _newest_ticks(cron, start, due.db_now, due.misfire_cap, hint)
     latest = ticks[-1]
     on_time = (due.db_now - latest).total_seconds() <= due.misfire_grace
     missed = ticks[:-1] if on_time else ticks
@@ -146,6 +146,30 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
         planned.append(PlannedTick(due.name, latest, "pending", note))
     assigned, free = _assign(due, planned, free)
     return JobPlan(due.name, next_run_at, tuple(assigned)), free
+
+
+def _newest_ticks(
+    cron: CronSchedule, start: datetime, end: datetime, count: int, hint: timedelta
+) -> list[datetime]:
+    """The newest `count` ticks in [start, end]: a window ending at `end`, `hint` long at
+    first (what `count` ticks spanned at the start of the gap), doubled until it holds them
+    (schedules are not evenly spaced: business hours after a weekend), read page by page."""
+    span = max(hint, timedelta(seconds=1))
+    while True:
+        low = max(start, end - span)
+        newest: deque[datetime] = deque(maxlen=count)
+        cursor = low
+        while page := cron.ticks_between(cursor, end, _PAGE):
+            newest.extend(page)
+            if len(page) < _PAGE:
+                break
+            cursor = page[-1] + timedelta(microseconds=1)
+        if len(newest) >= count or low <= start:
+            return list(newest)
+        span *= 2
+
+
+_PAGE = 1000
 
 
 def plan_ahead(due: DueJob) -> JobPlan | None:
@@ -172,10 +196,17 @@ def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPla
             if free <= 0:
                 continue
             plan, free = plan_job(due, free)
-        except CronError as exc:
-            # Someone wrote a schedule pgsched cannot read straight into pgsched.jobs: stop the
-            # job (next_run_at NULL) and say so in its history, rather than stop the runner.
-            reason = f"{exc}; fix pgsched.jobs.schedule or run `pgsched sync` to restore it"
+        except Exception as exc:  # one job's schedule must never stop the runner
+            # Someone wrote a schedule pgsched cannot read straight into pgsched.jobs (or the
+            # planner failed on it): stop the job (next_run_at NULL) and say so in its
+            # history, rather than fail every claim and, after ten, the runner.
+            if isinstance(exc, CronError):
+                reason = f"{exc}; fix pgsched.jobs.schedule or run `pgsched sync` to restore it"
+            else:
+                reason = (
+                    f"pgsched could not plan this job's ticks ({exc!r}); it is stopped: run "
+                    "`pgsched sync` to restore it, and report this"
+                )
             plan = JobPlan(
                 due.name, None, (PlannedTick(due.name, due.next_run_at, "failed", reason),)
             )

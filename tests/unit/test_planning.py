@@ -190,3 +190,50 @@ def test_ticks_claimed_ahead_have_an_allowance_of_their_own() -> None:
     assert [p.job_name for p in plan_claim([now_due, later], free=0, ahead=1)] == ["b"]
     assert [p.job_name for p in plan_claim([now_due, later], free=1, ahead=0)] == ["a"]
     assert [p.job_name for p in plan_claim([later, later_too], free=5, ahead=1)] == ["b"]
+
+
+def test_a_catch_up_past_the_cap_over_a_weekend_keeps_the_newest_ticks() -> None:
+    """Hourly on weekdays 09:00-17:00, from Friday 16:00 to Monday 08:00 (Jan 2027: Friday
+    the 1st, Monday the 4th): Friday's 16:00 and 17:00 are due, nothing on the weekend and
+    nothing yet on Monday. With a cap of 1 only the newest (Friday 17:00) is kept, and it
+    runs as the one run (misfire=once)."""
+    friday = datetime(2027, 1, 1, 16, 0, tzinfo=UTC)
+    plan, _ = plan_job(
+        due(
+            schedule="0 0 9-17 * * 1-5",
+            next_run_at=friday,
+            db_now=datetime(2027, 1, 4, 8, 0, tzinfo=UTC),
+            misfire_cap=1,
+        ),
+        free=4,
+    )
+    assert [(t.tick, t.status) for t in plan.ticks] == [(friday.replace(hour=17), "running")]
+    assert plan.next_run_at == datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+
+
+def test_a_catch_up_past_the_cap_keeps_the_newest_ticks_up_to_now() -> None:
+    """Every minute 09:00-17:59 on weekdays, due since Friday 17:59, claimed Monday 11:00:30
+    with a cap of 100: the newest 100 ticks are Monday 09:21 .. 11:00, and 11:00 (30 s late,
+    inside the grace) is the one that runs."""
+    plan, _ = plan_job(
+        due(
+            schedule="0 * 9-17 * * 1-5",
+            next_run_at=datetime(2027, 1, 1, 17, 59, tzinfo=UTC),
+            db_now=datetime(2027, 1, 4, 11, 0, 30, tzinfo=UTC),
+            misfire_grace=60.0,
+        ),
+        free=4,
+    )
+    ticks = [t.tick for t in plan.ticks]
+    assert len(ticks) == 100
+    assert ticks[0] == datetime(2027, 1, 4, 9, 21, tzinfo=UTC)
+    assert ticks[-1] == datetime(2027, 1, 4, 11, 0, tzinfo=UTC)
+    assert [t.status for t in plan.ticks] == ["skipped"] * 99 + ["running"]
+
+
+def test_a_planner_failure_stops_that_job_with_a_recorded_reason_not_the_claim() -> None:
+    broken = due(next_run_at=None)  # nothing the planner can work with
+    (plan,) = plan_claim([broken, due(name="fine")], free=4)[:1]
+    assert plan.next_run_at is None and plan.ticks[0].status == "failed"
+    assert "could not plan" in (plan.ticks[0].message or "")
+    assert [p.job_name for p in plan_claim([broken, due(name="fine")], free=4)] == ["j", "fine"]
