@@ -354,18 +354,19 @@ class Insight(PooledSchema):
             await self._record(conn, actor, "pause" if paused else "resume", name, None, {})
 
     async def cancel_run(self, run_id: int, actor: str) -> str:
-        """Cancel a pending run; returns its job. A running run is refused: stopping one
-        needs its runner's cooperation, which the dashboard cannot ask for yet."""
-        message = f"cancelled by {actor} from the dashboard"
+        """Cancel a run, as `pgsched.cancel_run` does (the same query): a pending one at once,
+        a running one through its runner. Returns 'cancelled' or 'cancelling'; a run that
+        already ended is refused."""
+        by = f"dashboard:{actor}"
         async with self._transaction() as conn:
-            rows = await _run(conn, self.q["cancel_pending"], {"id": run_id, "message": message})
+            rows = await _run(
+                conn, named_queries(self.schema)["cancel_run"], {"id": run_id, "by": by}
+            )
             if not rows:
-                raise ActionRefused(
-                    f"run {run_id} is not pending: only pending runs can be cancelled"
-                )
-            job = str(rows[0]["job_name"])
-            await self._record(conn, actor, "cancel", job, run_id, {})
-        return job
+                raise ActionRefused(f"run {run_id} has already ended: there is nothing to cancel")
+            (job,) = await _run(conn, self.q["run_job"], {"id": run_id})
+            await self._record(conn, actor, "cancel", str(job["job_name"]), run_id, {})
+        return "cancelled" if rows[0]["was"] == "pending" else "cancelling"
 
     async def retry_run(self, run_id: int, actor: str) -> int:
         """A new manual request of the run's job with the run's params."""

@@ -345,19 +345,29 @@ class Store(PooledSchema):
         pid: int,
         concurrency: int,
         version: str,
-        code_version: str | None = None,
-    ) -> None:
-        await self._all(
-            "register_runner",
-            dict(
+        registry: Registry | None = None,
+    ) -> list[str]:
+        """Announce a runner and the code it carries: its version's job names are recorded
+        (if they are not), jobs it defines that were orphaned meanwhile come back (a runner
+        declared dead while away, re-registering), then the runner row. Returns those jobs."""
+        code_version = registry.code_version if registry is not None else None
+        adopted: list[str] = []
+        async with self._connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            if registry is not None:
+                await self._record_definitions(cur, registry)
+                await cur.execute(self.q["adopt_defined_jobs"], {"code_version": code_version})
+                adopted = [r["name"] for r in await cur.fetchall()]
+            params = dict(
                 id=runner_id,
                 hostname=hostname,
                 pid=pid,
                 concurrency=concurrency,
                 version=version,
                 code_version=code_version,
-            ),
-        )
+            )
+            await cur.execute(self.q["register_runner"], params)
+        return adopted
 
     async def heartbeat(self, runner_id: str, stopping: bool = False) -> bool:
         """False when this runner was declared dead by another and must re-register."""
@@ -400,6 +410,16 @@ class Store(PooledSchema):
         if current is None:
             raise UnknownRunError(f"no run {run_id} in {self.schema}.runs")
         return str(current["status"])
+
+    async def _record_definitions(self, cur: Any, registry: Registry) -> None:
+        """This code version's job names, recorded unless all are already."""
+        version = registry.code_version
+        await cur.execute(
+            self.q["has_definitions"], {"code_version": version, "count": len(registry)}
+        )
+        if not (await cur.fetchone())["recorded"]:
+            params = {"code_version": version, "names": registry.names}
+            await cur.execute(self.q["record_definitions"], params)
 
     async def held_runs(self, runner_id: str) -> list[int]:
         return [r["id"] for r in await self._all("held_runs", {"runner": runner_id})]
@@ -566,11 +586,7 @@ class Store(PooledSchema):
             if changed:
                 params = {"jobs": json.dumps(changed), "code_version": version}
                 await cur.execute(self.q["upsert_jobs"], params)
-            await cur.execute(self.q["has_definitions"], {"code_version": version})
-            if not (await cur.fetchone() or {})["recorded"]:
-                names = {"code_version": version, "names": registry.names}
-                await cur.execute(self.q["record_definitions"], names)
-                await cur.execute(self.q["forget_stale_definitions"], timing)
+            await self._record_definitions(cur, registry)
             await cur.execute(self.q["orphan_undefined_jobs"], timing)
             orphaned = [r["name"] for r in await cur.fetchall()]
             written = {row["name"] for row in changed}

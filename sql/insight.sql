@@ -240,7 +240,7 @@ SELECT r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.run_after, r.cr
        r.started_at, r.finished_at, extract(epoch FROM r.duration)::float8 AS duration,
        extract(epoch FROM r.started_at - r.scheduled_for)::float8 AS lag, r.runner, r.attempt,
        r.retry_of, r.params, r.message, r.error, r.stats, r.data, r.requested_by,
-       j.timezone, j.max_attempts
+       r.cancel_requested_at, r.cancelled_by, j.timezone, j.max_attempts
 FROM {schema}.runs r
 JOIN {schema}.jobs j ON j.name = r.job_name
 WHERE r.id = %(id)s
@@ -300,12 +300,8 @@ RETURNING id, job_name
 UPDATE {schema}.jobs SET paused = %(paused)s, updated_at = now() WHERE name = %(name)s
 RETURNING name
 
--- name: cancel_pending
--- Cancel a run that has not started; a running run needs its runner, so it is left alone.
-UPDATE {schema}.runs
-SET status = 'cancelled', finished_at = now(), message = %(message)s
-WHERE id = %(id)s AND status = 'pending'
-RETURNING id, job_name
+-- name: run_job
+SELECT job_name FROM {schema}.runs WHERE id = %(id)s
 
 -- name: record_action
 -- The ledger row of an operator's action, in the action's own transaction.

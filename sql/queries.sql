@@ -426,16 +426,28 @@ ON CONFLICT (name) DO UPDATE SET
                       THEN now() ELSE j.updated_at END
 
 -- name: has_definitions
--- Whether this code version's job names are recorded already (a sync records them once).
-SELECT EXISTS (SELECT 1 FROM {schema}.definitions WHERE code_version = %(code_version)s)
-       AS recorded
+-- Whether all of this code version's job names are recorded (by its first sync; again when
+-- a job row was deleted with its definitions, or before a runner of it registers).
+SELECT count(*) >= %(count)s AS recorded
+FROM {schema}.definitions WHERE code_version = %(code_version)s
 
 -- name: record_definitions
 -- The job names a code version defines, recorded once per version (the runner's claims
 -- take only these jobs).
 INSERT INTO {schema}.definitions (code_version, job_name)
-SELECT %(code_version)s, unnest(%(names)s::text[])
+SELECT %(code_version)s, n FROM unnest(%(names)s::text[]) AS n
+WHERE EXISTS (SELECT 1 FROM {schema}.jobs j WHERE j.name = n)
 ON CONFLICT DO NOTHING
+
+-- name: adopt_defined_jobs
+-- A runner of this code version registers: jobs its code defines that were orphaned
+-- meanwhile (it was declared dead, or another runner left while it was away) are not
+-- orphans. next_run_at stays where it was, so the gap goes through the misfire policy.
+UPDATE {schema}.jobs j SET orphaned = false, updated_at = now()
+WHERE j.orphaned
+  AND EXISTS (SELECT 1 FROM {schema}.definitions d
+              WHERE d.code_version = %(code_version)s AND d.job_name = j.name)
+RETURNING j.name
 
 -- name: orphan_undefined_jobs
 -- Jobs that neither the syncing code (code_version; NULL when nothing syncs) nor any live
@@ -455,18 +467,6 @@ WHERE NOT j.orphaned
                     AND (d.code_version = %(code_version)s
                          OR d.code_version IN (SELECT code_version FROM live)))
 RETURNING j.name
-
--- name: forget_stale_definitions
--- Code versions no live runner has run for a week are forgotten (a runner of one that starts
--- again records it again).
-DELETE FROM {schema}.definitions d
-WHERE d.code_version IN (SELECT code_version FROM {schema}.definitions
-                         GROUP BY code_version
-                         HAVING max(recorded_at) < now() - interval '7 days')
-  AND d.code_version IS DISTINCT FROM %(code_version)s
-  AND NOT EXISTS (SELECT 1 FROM {schema}.runners w
-                  WHERE w.code_version = d.code_version
-                    AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s))
 
 -- name: defined_elsewhere
 -- Which of these jobs live runners of other code versions define too (a sync changing one of

@@ -76,6 +76,11 @@ class Running:
     on_job_loop: bool
     in_process: bool = False  # isolation = "process": in a worker process of the pool
     cancelled_by: str | None = None  # someone asked to cancel it: it ends `cancelled`
+    # An async run is handed to the job loop and started there; until then the control loop
+    # may take it back (timed out or cancelled behind a blocked loop): then it never starts.
+    # Both flags change under Executor._handover.
+    started: bool = False
+    abandoned: bool = False
     task: asyncio.Task[Any] | None = None  # the task it runs in (job loop or control loop)
     deadline: asyncio.TimerHandle | None = None  # control-side timeout (async jobs only)
 
@@ -107,6 +112,8 @@ class Executor:
         self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
         self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
         self._inbound_signalled = False
+        self._handover = threading.Lock()  # Running.started / .abandoned, across the threads
+        self._prewarm: asyncio.Task[None] | None = None
         self.processes = (
             ProcessPool(
                 worker_spec,
@@ -122,7 +129,14 @@ class Executor:
         self.job_loop.start()
         isolated = [d for d in self.registry if d.settings.isolation == "process"]
         if isolated and self.processes is not None:  # the first run need not wait for imports
-            self._loop.create_task(self.processes.start(prewarm=1), name="prewarm-workers")
+            self._prewarm = self._loop.create_task(self._prewarm_workers(), name="prewarm")
+
+    async def _prewarm_workers(self) -> None:
+        assert self.processes is not None
+        try:
+            await self.processes.start(prewarm=1)
+        except Exception as exc:  # the first process-isolated run will say why, too
+            self.log.warning("could not start a worker process ahead of time", error=repr(exc))
 
     def __len__(self) -> int:
         return len(self.running)
@@ -191,11 +205,23 @@ class Executor:
     # --- on the job loop ----------------------------------------------------------------
 
     def _start_on_job_loop(self, batch: list[Running]) -> None:
+        loop = asyncio.get_running_loop()
         for running in batch:
-            claimed = running.execution.claimed
-            running.task = asyncio.get_running_loop().create_task(
-                self._run_on_job_loop(running.execution), name=f"run-{claimed.id}"
-            )
+            with self._handover:
+                if running.abandoned:  # timed out or cancelled while it waited for this loop
+                    continue
+                running.started = True
+                running.task = loop.create_task(
+                    self._run_on_job_loop(running.execution),
+                    name=f"run-{running.execution.claimed.id}",
+                )
+
+    def _take_back(self, running: Running) -> bool:
+        """An async run the job loop has not started yet never will: True if so."""
+        with self._handover:
+            if not running.started:
+                running.abandoned = True
+            return running.abandoned
 
     async def _run_on_job_loop(self, execution: Execution) -> None:
         try:
@@ -239,6 +265,8 @@ class Executor:
         if running.cancelled_by is None:
             running.cancelled_by = by
             self.cancel(run_id, f"cancelled by {by}")
+            if running.abandoned:  # it had not started: it ends here, now
+                self._finish(run_id, running.execution.outcome("cancelled", "before it started"))
         return True
 
     def _overdue(self, run_id: int, timeout: float) -> None:
@@ -249,11 +277,17 @@ class Executor:
         if running is None:
             return
         execution = running.execution
-        message = (
-            f"timed out after {timeout:g}s (timeout={timeout:g}); the job blocked its event "
-            "loop, so it could not be cancelled: use a plain def, asyncio.to_thread or "
-            'isolation="process" for blocking code'
-        )
+        if self._take_back(running):
+            message = (
+                f"timed out after {timeout:g}s (timeout={timeout:g}) before it could start: "
+                "another job blocked the job event loop (see the runner's log)"
+            )
+        else:
+            message = (
+                f"timed out after {timeout:g}s (timeout={timeout:g}); the job blocked its "
+                "event loop, so it could not be cancelled: use a plain def, asyncio.to_thread "
+                'or isolation="process" for blocking code'
+            )
         execution.ctx.cancel(f"timed out after {timeout:g}s")
         self.log.warning(
             "run timed out while blocking the job event loop", run_id=run_id, job=execution.name
@@ -269,10 +303,11 @@ class Executor:
         if running is None:
             return
         running.execution.ctx.cancel(reason)
-        task = running.task
         if running.in_process and self.processes is not None:
             self.processes.cancel(run_id, reason)
-        elif running.on_job_loop and task is not None:
+        elif running.on_job_loop and not self._take_back(running):
+            task = running.task
+            assert task is not None  # set with `started`, under the same lock
             self.job_loop.call(task.cancel)
         # a thread cannot be stopped: a sync job sees ctx.cancelled, and its run is ended
         # by `abort` (or its own return) — the awaiting task is not cancelled here

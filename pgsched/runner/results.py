@@ -99,7 +99,15 @@ class Results(Duty):
                     error=None,
                     message=f"result could not be stored: {exc}"[:2000],
                 )
-                written |= await self.store.finish([replacement])
+                try:
+                    written |= await self.store.finish([replacement])
+                except DatabaseRefusedError as again:  # never block the outbox on one run
+                    self.log.error(
+                        "result dropped: even a plain failure could not be stored; the "
+                        "stranded-run sweep will end the run",
+                        run_id=outcome.run_id,
+                        error=str(again),
+                    )
         return written
 
     async def _explain_refused(self, refused: list[RunOutcome]) -> None:

@@ -110,8 +110,9 @@ class Runner:
         """Every outcome, once; `claimed` is None when its slot was freed already (the run
         was recorded as timed out, or the lease was lost)."""
         self.results.add(outcome)
-        if self._inline_run is not None and self._inline_run[0] == outcome.run_id:
-            self._inline_run[1].set_result(outcome)
+        inline = self._inline_run
+        if inline is not None and inline[0] == outcome.run_id and not inline[1].done():
+            inline[1].set_result(outcome)
         if claimed is not None:
             if self.metrics is not None:
                 self.metrics.run_finished(outcome, claimed)
@@ -188,6 +189,7 @@ class Runner:
         async with self._started(concurrency=0) as started:
             if not started:
                 raise DatabaseUnavailableError("stopped before the database answered")
+            self._drive(self.cancels)  # `jobs cancel` reaches an inline run too
             claimed = await self.store.insert_inline_run(job_name, params, self.id)
             done: asyncio.Future[RunOutcome] = asyncio.get_running_loop().create_future()
             self._inline_run = (claimed.id, done)
@@ -281,14 +283,20 @@ class Runner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _register_once(self) -> None:
-        await self.store.register_runner(
+        adopted = await self.store.register_runner(
             self.id,
             socket.gethostname(),
             os.getpid(),
             self._concurrency,
             __version__,
-            self.registry.code_version,
+            self.registry,
         )
+        if adopted:
+            self.log.info(
+                "jobs no longer orphaned: this runner's code defines them",
+                jobs=adopted[:20],
+                count=len(adopted),
+            )
 
     @asynccontextmanager
     async def _started(self, concurrency: int) -> AsyncIterator[bool]:
@@ -357,6 +365,10 @@ class Runner:
         """Whatever happened: stop every duty, leave the runners table, close everything."""
         await self._stop_duties(*list(self._tasks))
         self.ready.clear()
+        if self.executor.job_loop.loop.is_running():
+            await self.executor.close()  # worker processes it ends report here: write them
+        if self.results.outbox:
+            await self.results.write_all(within=5.0)
         try:
             orphaned = await asyncio.wait_for(
                 self.store.unregister_runner(self.id, self.settings.lease_timeout), 5
@@ -370,8 +382,6 @@ class Runner:
                 )
         except (DatabaseError, TimeoutError) as exc:
             self.log.warning("could not unregister; the lease will expire", error=str(exc))
-        if self.executor.job_loop.loop.is_running():
-            await self.executor.close()
         await self.store.close()
 
 

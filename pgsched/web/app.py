@@ -307,8 +307,9 @@ class Dashboard:
         run_id = _int(request.path_params["run_id"])
         if run_id is None:
             raise ActionRefused("not a run id")
-        await self.insight.cancel_run(run_id, user)
-        return f"run {run_id} cancelled"
+        if await self.insight.cancel_run(run_id, user) == "cancelled":
+            return f"run {run_id} cancelled"
+        return f"run {run_id} is running: its runner has been asked to stop it"
 
     async def retry(self, request: Request, user: str) -> str:
         run_id = _int(request.path_params["run_id"])

@@ -179,7 +179,7 @@ def test_with_credentials_run_now_pause_and_cancel_are_recorded(
     assert actions[0]["run_id"] == run["id"]
 
 
-def test_a_running_run_cannot_be_cancelled_and_retry_copies_params(
+def test_a_running_run_is_asked_to_stop_and_retry_copies_params(
     client: TestClient, synced: str
 ) -> None:
     (running,) = query(
@@ -189,13 +189,16 @@ def test_a_running_run_cannot_be_cancelled_and_retry_copies_params(
     )
     token = csrf_of(client, "/jobs/sleeps")
     page = client.get(f"/runs/{running['id']}", headers=AUTH).text
-    assert 'name="cancel"' not in page
-    refused = client.post(
+    assert 'name="cancel"' in page
+    asked = client.post(
         f"/runs/{running['id']}/cancel",
         data={"csrf": token},
         headers={**AUTH, **SAME, "HX-Request": "1"},
     )
-    assert "only pending runs" in refused.text
+    assert "asked to stop it" in asked.text
+    (row,) = query(synced, "SELECT * FROM pgsched.runs WHERE id = %s", [running["id"]])
+    assert row["status"] == "running" and row["cancelled_by"] == "dashboard:ada"
+    assert 'name="cancel"' not in client.get(f"/runs/{running['id']}", headers=AUTH).text
     client.post(f"/runs/{running['id']}/retry", data={"csrf": token}, headers={**AUTH, **SAME})
     rows = query(synced, "SELECT status, params, requested_by FROM pgsched.runs ORDER BY id")
     assert rows[1] == {"status": "pending", "params": {"seconds": 1}, "requested_by": "ada"}

@@ -70,7 +70,7 @@ async def harness(
     try:
         await store.sync(registry)
         await store.register_runner(
-            RUNNER, socket.gethostname(), os.getpid(), 2, __version__, registry.code_version
+            RUNNER, socket.gethostname(), os.getpid(), 2, __version__, registry
         )
         yield Harness(store, pool, registry)
     finally:

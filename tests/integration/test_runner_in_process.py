@@ -190,7 +190,7 @@ async def claimer_for(dsn: str, **settings: Any) -> tuple[Claimer, RecordingExec
     executor = RecordingExecutor()
     slots = Slots(runner_settings, executor)  # type: ignore[arg-type]
     await store.register_runner(
-        "test-runner", "host", 1, runner_settings.concurrency, "test", REGISTRY.code_version
+        "test-runner", "host", 1, runner_settings.concurrency, "test", REGISTRY
     )
     results = Results(store, runner_settings, Log())
     claimer = Claimer(store, "test-runner", REGISTRY.code_version, runner_settings, slots, results)
