@@ -913,9 +913,14 @@ def jobs_explain(ctx: click.Context, name: str, as_json: bool) -> None:
         f"policies   overlap={job['overlap']} misfire={job['misfire']} "
         f"misfire_grace={job['misfire_grace']:g}s"
     )
-    click.echo(f"\nlive runners ({len(e.runners)}):")
+    defining = {r["id"] for r in e.defining}
+    click.echo(f"\nlive runners ({len(e.runners)}; {len(defining)} whose code defines it):")
     for r in e.runners:
-        click.echo(f"  {r['id']}  version {r['version'] or '?'}  running {r['running']}")
+        mark = "defines it" if r["id"] in defining else "does not define it"
+        click.echo(
+            f"  {r['id']}  version {r['version'] or '?'}  code {r.get('code_version') or '?'}"
+            f"  {mark}  running {r['running']}"
+        )
     if job["schedule"]:
         click.echo(f"\nlast ticks ({len(e.ticks)}), oldest first:")
         for t in e.ticks:

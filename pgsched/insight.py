@@ -120,6 +120,7 @@ class Explanation:
     blocking: list[Row]
     pending: list[Row]
     last_misfire: Row | None
+    defining: list[Row] = field(default_factory=list)  # live runners whose code defines it
     verdict: list[str] = field(default_factory=list)
 
 
@@ -304,6 +305,9 @@ class Insight(PooledSchema):
             blocking=[a for a in activity if a["status"] == "running"],
             pending=[a for a in activity if a["status"] == "pending"],
             last_misfire=await self._one("last_misfire", {"name": name}),
+            defining=await self._all(
+                "defining_runners", {"name": name, "lease_timeout": self.lease_timeout}
+            ),
         )
         e.verdict.extend(verdict(e))
         return e
@@ -440,6 +444,11 @@ def verdict(e: Explanation) -> list[str]:
         reasons.append("manual only: no schedule; it runs when requested")
     if not e.runners:
         reasons.append("no live runner: nothing will claim its ticks or requests")
+    elif not e.defining:
+        reasons.append(
+            "no live runner's code defines it: its ticks and requests wait for a runner that "
+            "carries this job (deploy its code)"
+        )
     if e.blocking and job["overlap"] in ("skip", "queue"):
         first = e.blocking[0]
         then = "ticks are skipped" if job["overlap"] == "skip" else "ticks wait behind it"

@@ -38,6 +38,18 @@ WHERE r.status = 'pending'
 GROUP BY r.job_name
 ORDER BY r.job_name
 
+-- name: defining_runners
+-- Live runners whose code defines a job (a runner from before revision 0005, with no code
+-- version, is counted: it may claim anything).
+SELECT w.id, w.version, w.code_version
+FROM {schema}.runners w
+WHERE w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
+  AND w.concurrency > 0
+  AND (w.code_version IS NULL
+       OR EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = w.code_version AND d.job_name = %(name)s))
+ORDER BY w.started_at
+
 -- name: running_runs
 -- In flight, from the partial index on running runs. A tick claimed ahead of its time holds
 -- its tick as started_at until it starts: its elapsed time is 0, not negative.

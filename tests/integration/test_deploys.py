@@ -42,7 +42,7 @@ def test_a_rolling_deploy_of_two_code_versions_fails_nothing_and_loses_nothing(
         wait_registered(dsn, 2, [a, b])
         both = query(dsn, "SELECT now() AS t")[0]["t"]
         requested, orphaned_seen = [], []
-        end = time.monotonic() + 8
+        end = time.monotonic() + 20  # v1 and v2 side by side for 20 s
         while time.monotonic() < end:  # a stream of v1-only requests while both versions run
             requested.append(request(dsn, "manual-a", {}))
             orphaned_seen += query(dsn, "SELECT name FROM pgsched.jobs WHERE orphaned")
