@@ -74,11 +74,12 @@ def test_cancel_of_a_pending_and_of_a_running_run_ends_both_cancelled(
         wait_registered(dsn, 1, procs)
         running = request(dsn, "cooperative-sleep", {"seconds": 30})
         wait_status(dsn, running, procs, ["running"])
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE pgsched.jobs SET paused = false")  # (nothing paused)
+        with psycopg.connect(dsn) as conn:  # one transaction: no runner sees it pending
             pending = pgsched.request_run(conn, "stubborn-sleep", {"seconds": 30})
-            pgsched.cancel_run(conn, pending, by="bob")  # before any runner can take it
+            pgsched.cancel_run(conn, pending, by="bob")
+            conn.commit()
             said = pgsched.cancel_run(conn, running, by="bob")
+            conn.commit()
         done = wait_status(dsn, running, procs, timeout=15)
         out = cli("jobs", "cancel", str(running), "--json", dsn=dsn)
     (first,) = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [pending])
