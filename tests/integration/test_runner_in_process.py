@@ -240,11 +240,13 @@ def test_with_prefetch_a_claim_takes_slots_plus_prefetch_and_waits_for_half_of_i
     asyncio.run(go())
 
 
-def test_an_idle_claim_sleeps_until_the_next_tick_by_the_database_clock(dsn: str) -> None:
+def idle_claim_wait(dsn: str, poll_interval: float) -> float | None:
+    """What one claim round with nothing due returns, the job's next tick 3 s away by the
+    database clock."""
+
     async def go() -> float | None:
-        claimer, _, store = await claimer_for(dsn, poll_interval=1)
+        claimer, _, store = await claimer_for(dsn, poll_interval=poll_interval)
         try:
-            # the job's next tick in 3 s, by the database clock
             query(
                 dsn,
                 "UPDATE pgsched.jobs SET enabled = true, "
@@ -254,24 +256,16 @@ def test_an_idle_claim_sleeps_until_the_next_tick_by_the_database_clock(dsn: str
         finally:
             await store.close()
 
-    wait = asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        query(dsn, "DELETE FROM pgsched.runners")
+
+
+def test_an_idle_claim_sleeps_until_the_next_tick_by_the_database_clock(dsn: str) -> None:
+    wait = idle_claim_wait(dsn, poll_interval=1)
     assert wait is not None and 0.5 < wait <= 1.0  # the poll interval (1 s) comes first
-    # ... and with a longer poll interval, the tick's own time
-    query(dsn, "DELETE FROM pgsched.runners")
-
-    async def longer() -> float | None:
-        claimer, _, store = await claimer_for(dsn, poll_interval=30)
-        try:
-            query(
-                dsn,
-                "UPDATE pgsched.jobs SET enabled = true, "
-                "next_run_at = now() + interval '3 seconds' WHERE name = 'soon'",
-            )
-            return await claimer.step()
-        finally:
-            await store.close()
-
-    wait = asyncio.run(longer())
+    wait = idle_claim_wait(dsn, poll_interval=30)  # ... else the tick's own time
     assert wait is not None and 2.0 < wait <= 3.0
 
 
