@@ -257,8 +257,8 @@ def measure_runner(dsn: str, env: dict[str, str], args: Any, result: dict[str, A
     # lock_due_jobs and record_ticks are explained on the steady-state shape.
     rows(
         dsn,
-        "UPDATE pgsched.jobs SET next_run_at = date_trunc('second', now()) "
-        f"WHERE schedule = '{EVERY}' RETURNING 1",
+        "UPDATE pgsched.schedules SET next_run_at = date_trunc('second', now()) "
+        f"WHERE cron = '{EVERY}' RETURNING 1",
     )
     time.sleep(0.1)
     result["explain"] = explain_all(dsn)

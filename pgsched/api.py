@@ -6,6 +6,9 @@ commits or rolls back with the caller's own data; each works with a sync
 
     run_id = pgsched.request_run(conn, "reports-send", params={"tenant": 42})
     status = pgsched.cancel_run(conn, run_id)
+    sched = pgsched.add_schedule(conn, "reports-send", "tenant-42", "0 0 9 * * 1-5",
+                                 timezone="Europe/Berlin", params={"tenant": 42})
+    pgsched.remove_schedule(conn, "reports-send", "tenant-42")
     run_id = await pgsched.request_run(aconn, "reports-send")
 
 The SQL is sql/queries.sql's, the same the CLI and the dashboard run.
@@ -21,19 +24,23 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .errors import PgschedError, UnknownJobError, UnknownRunError
+from .errors import (
+    ConfigError,
+    PgschedError,
+    ScheduleExistsError,
+    UnknownJobError,
+    UnknownRunError,
+)
 from .queries import DEFAULT_SCHEMA, named_queries
+from .schedules import DEFAULT_KEY, IfExists, Schedule, check_schedule_row
 from .store import translate_error
 
-__all__ = ["cancel_run", "request_run"]
+__all__ = ["add_schedule", "cancel_run", "list_schedules", "remove_schedule", "request_run"]
 
 
 def _refused(exc: psycopg.Error, schema: str, job: str | None = None) -> PgschedError:
     if job is not None and isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        return UnknownJobError(
-            f"unknown job '{job}': no row in {schema}.jobs; run `pgsched jobs list` to see the "
-            "jobs, or `pgsched sync` after adding it"
-        )
+        return _unknown_job(job, schema)
     return translate_error(exc, schema)
 
 
@@ -164,3 +171,226 @@ def _final(row: Any, run_id: int, schema: str) -> str:
 
 def _user(conn: Connection[Any] | AsyncConnection[Any]) -> str:
     return conn.info.user or "unknown"
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+_IF_EXISTS = {"error": "insert_schedule", "replace": "replace_schedule", "keep": "keep_schedule"}
+
+
+def _schedule_values(
+    job_name: str,
+    key: str,
+    cron: str,
+    timezone: str | None,
+    params: Mapping[str, Any] | None,
+    if_exists: str,
+) -> dict[str, Any]:
+    """Everything add_schedule can check before the database is asked."""
+    if if_exists not in _IF_EXISTS:
+        raise ConfigError(f"if_exists must be 'error', 'replace' or 'keep', got {if_exists!r}")
+    _check_key(job_name, key)
+    if params is not None and not isinstance(params, Mapping):
+        raise ConfigError(
+            f"schedule {key!r} of job {job_name!r}: params must be a mapping (a JSON object), "
+            f"got {type(params).__name__}"
+        )
+    if timezone is not None:
+        check_schedule_row(job_name, key, cron, timezone)  # before the round trip
+    return {
+        "job": job_name,
+        "key": key,
+        "cron": cron,
+        "timezone": timezone,
+        "params": Jsonb(dict(params or {})),
+    }
+
+
+def _check_key(job_name: str, key: str) -> None:
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"job {job_name!r}: a schedule key must be a non-empty string")
+    if key == DEFAULT_KEY:
+        raise ConfigError(
+            f"schedule 'default' of job {job_name!r} is the job's code schedule: change it in "
+            "code or in the profile's `scheduler.jobs` entry, or pick another key"
+        )
+
+
+def _with_first_tick(values: dict[str, Any], job_row: Any, schema: str) -> dict[str, Any]:
+    """The zone in effect and the first tick after the database's clock, so the row is valid
+    the moment it commits (no runner has to validate it)."""
+    if job_row is None:
+        raise _unknown_job(values["job"], schema)
+    zone = values["timezone"] or job_row["zone"]
+    cron = check_schedule_row(values["job"], values["key"], values["cron"], zone)
+    return {**values, "zone": zone, "next_run_at": cron.next_after(job_row["db_now"])}
+
+
+def _unknown_job(job_name: str, schema: str) -> UnknownJobError:
+    return UnknownJobError(
+        f"unknown job '{job_name}': no row in {schema}.jobs; run `pgsched jobs list` to see the "
+        "jobs, or `pgsched sync` after adding it"
+    )
+
+
+def _schedule_refused(exc: psycopg.Error, values: dict[str, Any], schema: str) -> PgschedError:
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return ScheduleExistsError(
+            f"schedule {values['key']!r} of job {values['job']!r} exists already: pass "
+            "if_exists='replace' to change it, or 'keep' to leave it as it is"
+        )
+    return _refused(exc, schema, values["job"])
+
+
+@overload
+def add_schedule(
+    conn: Connection[Any],
+    job_name: str,
+    key: str,
+    cron: str,
+    *,
+    timezone: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "error",
+    schema: str = DEFAULT_SCHEMA,
+) -> Schedule: ...
+@overload
+def add_schedule(
+    conn: AsyncConnection[Any],
+    job_name: str,
+    key: str,
+    cron: str,
+    *,
+    timezone: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "error",
+    schema: str = DEFAULT_SCHEMA,
+) -> Awaitable[Schedule]: ...
+def add_schedule(
+    conn: Connection[Any] | AsyncConnection[Any],
+    job_name: str,
+    key: str,
+    cron: str,
+    *,
+    timezone: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "error",
+    schema: str = DEFAULT_SCHEMA,
+) -> Schedule | Awaitable[Schedule]:
+    """Add a runtime schedule of `job_name`: `cron` (same rules as in code) in `timezone`
+    (default: the job's), handing `params` to the job as `ctx.params` on every tick. Validated
+    before anything is written (CronError naming the key and the expression); it fires once
+    the caller's transaction commits. `if_exists`: "error" (ScheduleExistsError), "replace"
+    (the new expression, zone and params take effect at once) or "keep" (the row stays as it
+    is, and is returned). Returns the row, with `next_fire_times(n)` as a preview."""
+    values = _schedule_values(job_name, key, cron, timezone, params, if_exists)
+    query = _IF_EXISTS[if_exists]
+    if isinstance(conn, AsyncConnection):
+        return _aadd_schedule(conn, schema, query, values)
+    try:
+        job_row = _one(conn, schema, "schedule_job", {"name": job_name})
+        values = _with_first_tick(values, job_row, schema)
+        row = _one(conn, schema, query, values) or _one(conn, schema, "get_schedule", values)
+    except psycopg.Error as exc:
+        raise _schedule_refused(exc, values, schema) from exc
+    return Schedule.from_row(row)
+
+
+async def _aadd_schedule(
+    conn: AsyncConnection[Any], schema: str, query: str, values: dict[str, Any]
+) -> Schedule:
+    try:
+        job_row = await _aone(conn, schema, "schedule_job", {"name": values["job"]})
+        values = _with_first_tick(values, job_row, schema)
+        row = await _aone(conn, schema, query, values) or await _aone(
+            conn, schema, "get_schedule", values
+        )
+    except psycopg.Error as exc:
+        raise _schedule_refused(exc, values, schema) from exc
+    return Schedule.from_row(row)
+
+
+@overload
+def remove_schedule(
+    conn: Connection[Any], job_name: str, key: str, *, schema: str = DEFAULT_SCHEMA
+) -> bool: ...
+@overload
+def remove_schedule(
+    conn: AsyncConnection[Any], job_name: str, key: str, *, schema: str = DEFAULT_SCHEMA
+) -> Awaitable[bool]: ...
+def remove_schedule(
+    conn: Connection[Any] | AsyncConnection[Any],
+    job_name: str,
+    key: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+) -> bool | Awaitable[bool]:
+    """Remove a runtime schedule: it stops firing once the caller's transaction commits, its
+    ticks still waiting to start are cancelled, and its history stays. Returns False when
+    there was no such schedule."""
+    _check_key(job_name, key)
+    values = {"job": job_name, "key": key}
+    if isinstance(conn, AsyncConnection):
+        return _aremove_schedule(conn, schema, values)
+    try:
+        return _one(conn, schema, "remove_schedule", values) is not None
+    except psycopg.Error as exc:
+        raise _refused(exc, schema) from exc
+
+
+async def _aremove_schedule(
+    conn: AsyncConnection[Any], schema: str, values: dict[str, Any]
+) -> bool:
+    try:
+        return await _aone(conn, schema, "remove_schedule", values) is not None
+    except psycopg.Error as exc:
+        raise _refused(exc, schema) from exc
+
+
+@overload
+def list_schedules(
+    conn: Connection[Any],
+    job_name: str | None = None,
+    *,
+    limit: int = 10_000,
+    schema: str = DEFAULT_SCHEMA,
+) -> list[Schedule]: ...
+@overload
+def list_schedules(
+    conn: AsyncConnection[Any],
+    job_name: str | None = None,
+    *,
+    limit: int = 10_000,
+    schema: str = DEFAULT_SCHEMA,
+) -> Awaitable[list[Schedule]]: ...
+def list_schedules(
+    conn: Connection[Any] | AsyncConnection[Any],
+    job_name: str | None = None,
+    *,
+    limit: int = 10_000,
+    schema: str = DEFAULT_SCHEMA,
+) -> list[Schedule] | Awaitable[list[Schedule]]:
+    """The schedules of `job_name` (default: of every job), the code/profile one first, then
+    by key; each with its `error` when it cannot fire."""
+    values = {"job": job_name, "limit": limit}
+    if isinstance(conn, AsyncConnection):
+        return _alist_schedules(conn, schema, values)
+    query = named_queries(schema)["list_schedules"]
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, values)
+            return [Schedule.from_row(r) for r in cur.fetchall()]
+    except psycopg.Error as exc:
+        raise _refused(exc, schema) from exc
+
+
+async def _alist_schedules(
+    conn: AsyncConnection[Any], schema: str, values: dict[str, Any]
+) -> list[Schedule]:
+    query = named_queries(schema)["list_schedules"]
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, values)
+            return [Schedule.from_row(r) for r in await cur.fetchall()]
+    except psycopg.Error as exc:
+        raise _refused(exc, schema) from exc

@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -24,6 +24,7 @@ from .errors import (
     DatabaseError,
     DatabaseUnavailableError,
     PgschedError,
+    ScheduleExistsError,
     UnknownJobError,
 )
 from .logs import configure_logging, get_logger
@@ -403,11 +404,16 @@ def jobs_list(ctx: click.Context, as_json: bool, wide: bool) -> None:
             ("name", "NAME"),
             ("extension", "EXTENSION"),
             ("schedule", "SCHEDULE"),
+            ("schedules", "SCHEDULES"),
             ("state", "STATE"),
             ("next_run_at", "NEXT RUN"),
             ("last_status", "LAST"),
         ],
-        derive={"state": _job_state, "next_run_at": lambda r: _next_run(r, zone)},
+        derive={
+            "state": _job_state,
+            "schedules": _schedule_count,
+            "next_run_at": lambda r: _next_run({**r, "next_run_at": r["next_tick"]}, zone),
+        },
         zone=zone,
         wide=wide,
     )
@@ -421,6 +427,12 @@ def _next_run(row: dict[str, Any], zone: tzinfo) -> str | None:
     from zoneinfo import ZoneInfo
 
     return format_time(moment, ZoneInfo(row["timezone"]) if row.get("timezone") else zone)
+
+
+def _schedule_count(row: dict[str, Any]) -> str:
+    errors = row.get("schedule_errors") or 0
+    count = str(row.get("schedules") or 0)
+    return f"{count} ({errors} error{'s' if errors != 1 else ''})" if errors else count
 
 
 def _job_state(row: dict[str, Any]) -> str:
@@ -441,14 +453,22 @@ def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int, wide: bo
     """One job: its settings and recent runs."""
     app: App = ctx.obj
 
-    async def fetch(store: Store) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return await store.get_job(name), await store.history(name, None, limit)
+    async def fetch(
+        store: Store,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        job = await store.get_job(name)
+        return job, await store.list_schedules(name, 50), await store.history(name, None, limit)
 
-    job, runs = app.with_store(fetch)
+    job, scheds, runs = app.with_store(fetch)
     if _wants_json(ctx, as_json):
-        _print_json({"job": job, "runs": runs})
+        _print_json({"job": job, "schedules": scheds, "runs": runs})
         return
     print_job(job, app.zone)
+    click.echo(f"\nschedules ({len(scheds)}{' shown' if len(scheds) == 50 else ''}):")
+    if scheds:
+        _print_schedules(scheds, wide)
+    else:
+        click.echo("  none: manual only")
     click.echo("\nrecent runs:")
     _print_runs(runs, app.zone, wide)
 
@@ -770,6 +790,146 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+@cli.group()
+def schedules() -> None:
+    """Runtime schedules: more schedules of a job, each with its own params."""
+
+
+_SCHEDULE_COLUMNS = [
+    ("job_name", "JOB"),
+    ("key", "KEY"),
+    ("cron", "CRON"),
+    ("zone", "ZONE"),
+    ("params", "PARAMS"),
+    ("source", "SOURCE"),
+    ("state", "STATE"),
+    ("next_run_at", "NEXT RUN"),
+    ("error", "ERROR"),
+]
+
+
+def _schedule_state(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return "error"
+    if not row.get("enabled"):
+        return "disabled"
+    if row.get("paused"):
+        return "paused"
+    return "enabled" if row.get("next_run_at") else "validating"
+
+
+def _print_schedules(rows: list[dict[str, Any]], wide: bool) -> None:
+    print_table(
+        rows,
+        _SCHEDULE_COLUMNS,
+        derive={
+            "state": _schedule_state,
+            "next_run_at": lambda r: _next_run({**r, "timezone": r["zone"]}, UTC),
+            "params": lambda r: json.dumps(r["params"]) if r["params"] else "",
+        },
+        zone=UTC,
+        wide=wide,
+    )
+
+
+@schedules.command("list")
+@click.argument("job", required=False)
+@click.option("-n", "limit", default=1000, show_default=True, type=click.IntRange(1))
+@json_option
+@wide_option
+@click.pass_context
+def schedules_list(
+    ctx: click.Context, job: str | None, limit: int, as_json: bool, wide: bool
+) -> None:
+    """Every schedule (of JOB): key, expression, zone, params, state, next tick, error."""
+    app: App = ctx.obj
+
+    async def fetch(store: Store) -> list[dict[str, Any]]:
+        if job is not None:
+            await store.get_job(job)  # an unknown job is an error, not an empty list
+        return await store.list_schedules(job, limit)
+
+    rows = app.with_store(fetch)
+    if _wants_json(ctx, as_json):
+        _print_json(rows)
+        return
+    _print_schedules(rows, wide)
+
+
+@schedules.command("add")
+@click.argument("job")
+@click.argument("key")
+@click.argument("cron")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter for every tick (VALUE is parsed as JSON when it can be).",
+)
+@click.option("--timezone", metavar="TZ", help="IANA zone [default: the job's]")
+@click.option("--replace", is_flag=True, help="Change the schedule KEY if it exists.")
+@click.option("--keep", is_flag=True, help="Leave the schedule KEY as it is if it exists.")
+@json_option
+@click.pass_context
+def schedules_add(
+    ctx: click.Context,
+    job: str,
+    key: str,
+    cron: str,
+    params: tuple[str, ...],
+    timezone: str | None,
+    replace: bool,
+    keep: bool,
+    as_json: bool,
+) -> None:
+    """Add schedule KEY of JOB firing on CRON (6 fields, seconds first), validated first."""
+    if replace and keep:
+        raise click.UsageError("--replace and --keep exclude each other")
+    app: App = ctx.obj
+    values = _parse_params(params)
+    if_exists = "replace" if replace else "keep" if keep else "error"
+    try:
+        schedule = app.with_store(
+            lambda s: s.add_schedule(
+                job, key, cron, timezone=timezone, params=values, if_exists=if_exists
+            )
+        )
+    except ScheduleExistsError as exc:
+        raise ScheduleExistsError(
+            f"schedule {key!r} of job {job!r} exists already: pass --replace to change it, or "
+            "--keep to leave it as it is"
+        ) from exc
+    if _wants_json(ctx, as_json):
+        _print_json(dataclasses.asdict(schedule))
+        return
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(schedule.zone)
+    click.echo(f"schedule {key!r} of job {job!r}: {schedule.cron} ({schedule.zone})")
+    for tick in schedule.next_fire_times(3):
+        click.echo(f"  next {format_time(tick, zone)}")
+
+
+@schedules.command("remove")
+@click.argument("job")
+@click.argument("key")
+@click.pass_context
+def schedules_remove(ctx: click.Context, job: str, key: str) -> None:
+    """Remove schedule KEY of JOB: it stops firing; its waiting ticks are cancelled; its
+    history stays."""
+    app: App = ctx.obj
+    if not app.with_store(lambda s: s.remove_schedule(job, key)):
+        click.echo(
+            f"error: no schedule {key!r} of job {job!r}; `pgsched schedules list {job}` shows "
+            "its schedules",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"removed schedule {key!r} of job {job!r}; its history stays")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: map our errors to exit codes (2 bad usage/config, 1 failure)."""
     try:
@@ -904,9 +1064,17 @@ def jobs_explain(ctx: click.Context, name: str, as_json: bool) -> None:
     click.echo(f"{job['name']}: {e.state}")
     for reason in e.verdict:
         click.echo(f"  - {reason}")
+    counts = e.schedule_counts
     if job["schedule"]:
         click.echo(f"\nschedule   {job['schedule']}  ({e.schedule_words})")
-        click.echo(f"next tick  {at(job['next_run_at'])}")
+    if counts.get("total"):
+        click.echo(
+            f"schedules  {counts['total']}, {counts['errors']} cannot fire; next tick "
+            f"{at(counts['next_run_at'])}"
+        )
+        for s in e.schedules:
+            state = f"error: {s['error']}" if s["error"] else f"next {at(s['next_run_at'])}"
+            click.echo(f"  {s['key']:<16} {s['cron']:<18} {s['source']:<8} {state}")
     else:
         click.echo("\nschedule   none: manual only")
     click.echo(

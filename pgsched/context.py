@@ -39,6 +39,7 @@ class JobContext:
     _apool_source: Callable[[], AsyncConnectionPool[Any]] = field(repr=False)
     _cancel_event: threading.Event | None = field(default=None, repr=False)
     cancel_reason: str | None = None
+    schedule_key: str = "default"  # the schedule whose tick this is (pgsched.schedules.key)
 
     @property
     def _cancel(self) -> threading.Event:

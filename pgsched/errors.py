@@ -39,6 +39,14 @@ class UnknownRunError(ConfigError):
     """A run id that pgsched.runs does not hold."""
 
 
+class ScheduleExistsError(ConfigError):
+    """add_schedule(..., if_exists="error") of a key the job has already."""
+
+
+class UnknownScheduleError(ConfigError):
+    """A (job, key) that pgsched.schedules does not hold."""
+
+
 class DatabaseError(PgschedError):
     """The database did not do what the store asked; `sqlstate` says why when it answered.
 

@@ -191,6 +191,7 @@ class Execution:
             scheduled_for=claimed.scheduled_for,
             attempt=claimed.attempt,
             params=claimed.params,
+            schedule_key=claimed.schedule_key,
             log=self.log,
             _pool_source=pools.sync_pool,
             _apool_source=pools.async_pool,

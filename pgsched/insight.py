@@ -121,6 +121,8 @@ class Explanation:
     pending: list[Row]
     last_misfire: Row | None
     defining: list[Row] = field(default_factory=list)  # live runners whose code defines it
+    schedules: list[Row] = field(default_factory=list)  # the first of its schedules
+    schedule_counts: Row = field(default_factory=dict)  # total, errors, unvalidated, next
     verdict: list[str] = field(default_factory=list)
 
 
@@ -276,17 +278,21 @@ class Insight(PooledSchema):
     async def job_detail(self, name: str, runs: int = 25) -> Row:
         """A job with where each setting came from, its schedules, runs and tick strip."""
         job = await self.get_job(name)
-        schedules = await self._all("job_schedules", {"name": name})
+        schedules = await self.job_schedules(name)
         for s in schedules:
             s["words"] = describe_schedule(s["cron"], s["timezone"])
         return {
             "job": job,
             "settings": settings_with_sources(job),
             "schedules": schedules,
+            "schedule_counts": await self._one("schedule_counts", {"name": name}),
             "runs": await self._all("job_runs", {"name": name, "limit": runs}),
             "ticks": (await self.tick_strips([name], per_job=60)).get(name, []),
             "actions": await self._all("recent_actions", {"job": name, "limit": 10}),
         }
+
+    async def job_schedules(self, name: str, limit: int = 50) -> list[Row]:
+        return await self._all("job_schedules", {"name": name, "limit": limit})
 
     async def job_timings(self, name: str, limit: int = 500) -> list[Row]:
         return await self._all("job_timings", {"name": name, "limit": limit})
@@ -308,6 +314,8 @@ class Insight(PooledSchema):
             defining=await self._all(
                 "defining_runners", {"name": name, "lease_timeout": self.lease_timeout}
             ),
+            schedules=await self.job_schedules(name, limit=20),
+            schedule_counts=await self._one("schedule_counts", {"name": name}) or {},
         )
         e.verdict.extend(verdict(e))
         return e
@@ -440,8 +448,18 @@ def verdict(e: Explanation) -> list[str]:
         reasons.append("disabled in code or profile (`enabled: false`); re-enabled by a sync")
     if job["paused"]:
         reasons.append(f"paused by an operator: no tick fires until `pgsched jobs resume {name}`")
-    if job["schedule"] is None:
+    counts = e.schedule_counts
+    if not counts.get("total"):
         reasons.append("manual only: no schedule; it runs when requested")
+    if counts.get("errors"):
+        broken = [s for s in e.schedules if s["error"]]
+        detail = f": {broken[0]['error']}" if broken else ""
+        reasons.append(f"{counts['errors']} schedule(s) cannot fire{detail}")
+    if counts.get("unvalidated"):
+        reasons.append(
+            f"{counts['unvalidated']} schedule(s) written by SQL wait for a runner to validate "
+            "them (within seconds of a runner being live)"
+        )
     if not e.runners:
         reasons.append("no live runner: nothing will claim its ticks or requests")
     elif not e.defining:
@@ -465,8 +483,8 @@ def verdict(e: Explanation) -> list[str]:
             f"misfire={job['misfire']} last decided (run {e.last_misfire['id']}, "
             f"{e.last_misfire['status']}): {e.last_misfire['message']}"
         )
-    if not reasons and job["next_run_at"] is not None:
-        reasons.append(f"scheduled: next tick at {_stamp(job['next_run_at'])}")
+    if not reasons and counts.get("next_run_at") is not None:
+        reasons.append(f"scheduled: next tick at {_stamp(counts['next_run_at'])}")
     return reasons
 
 

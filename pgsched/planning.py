@@ -18,7 +18,9 @@ from .states import TickStatus
 
 @dataclass(frozen=True)
 class DueJob:
-    """A locked, due row of pgsched.jobs as the claim read it."""
+    """A locked, due schedule (a row of pgsched.schedules, with its job's policies) as the
+    claim read it. Overlap and misfire apply per schedule: `busy` and `queued` are runs of
+    this schedule."""
 
     name: str
     schedule: str
@@ -28,9 +30,10 @@ class DueJob:
     misfire: str
     misfire_grace: float
     misfire_cap: int
-    busy: bool  # a run of the job is running
+    busy: bool  # a run of the schedule is running
     db_now: datetime
-    queued: bool = False  # runs of the job are waiting to start
+    queued: bool = False  # runs of the schedule are waiting to start
+    key: str = "default"  # pgsched.schedules.key
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,13 @@ class PlannedTick:
 
 @dataclass(frozen=True)
 class JobPlan:
+    """One schedule's ticks to record and its next tick."""
+
     job_name: str
-    next_run_at: datetime | None  # None stops the job firing (its schedule is unreadable)
+    next_run_at: datetime | None  # None stops the schedule firing (it is unreadable: `error`)
     ticks: tuple[PlannedTick, ...]
+    key: str = "default"
+    error: str | None = None
 
 
 @lru_cache(maxsize=4096)
@@ -145,7 +152,7 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
     if on_time:
         planned.append(PlannedTick(due.name, latest, "pending", note))
     assigned, free = _assign(due, planned, free)
-    return JobPlan(due.name, next_run_at, tuple(assigned)), free
+    return JobPlan(due.name, next_run_at, tuple(assigned), due.key), free
 
 
 def _newest_ticks(
@@ -178,13 +185,14 @@ def plan_ahead(due: DueJob) -> JobPlan | None:
     if due.overlap != "allow" and (due.busy or due.queued):
         return None
     following = _next_after(due.schedule, due.timezone, due.next_run_at)
-    return JobPlan(due.name, following, (PlannedTick(due.name, due.next_run_at, "running"),))
+    tick = PlannedTick(due.name, due.next_run_at, "running")
+    return JobPlan(due.name, following, (tick,), due.key)
 
 
 def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPlan]:
-    """Plans for the locked jobs. `free`: due runs this runner may take on; `ahead`: how many
-    ticks that are not due yet it may claim besides (to start at their time). Jobs beyond
-    either are left alone, for a claim with room."""
+    """Plans for the locked schedules. `free`: due runs this runner may take on; `ahead`: how
+    many ticks that are not due yet it may claim besides (to start at their time). Schedules
+    beyond either are left alone, for a claim with room."""
     plans: list[JobPlan] = []
     for due in due_jobs:
         try:
@@ -196,19 +204,25 @@ def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPla
             if free <= 0:
                 continue
             plan, free = plan_job(due, free)
-        except Exception as exc:  # one job's schedule must never stop the runner
-            # Someone wrote a schedule pgsched cannot read straight into pgsched.jobs (or the
-            # planner failed on it): stop the job (next_run_at NULL) and say so in its
-            # history, rather than fail every claim and, after ten, the runner.
+        except Exception as exc:  # one schedule must never stop the runner
+            # A schedule pgsched cannot read got past validation (a row edited with
+            # next_run_at set by hand), or the planner failed on it: stop the schedule
+            # (next_run_at NULL, `error`) and say so in its history, rather than fail every
+            # claim and, after ten, the runner.
+            where = f"schedule {due.key!r} of job {due.name!r}"
+            restore = (
+                "run `pgsched sync` to restore it"
+                if due.key == "default"
+                else f"UPDATE {due.key!r}'s cron in pgsched.schedules"
+            )
             if isinstance(exc, CronError):
-                reason = f"{exc}; fix pgsched.jobs.schedule or run `pgsched sync` to restore it"
+                reason = f"{where}: {exc}; {restore}"
             else:
                 reason = (
-                    f"pgsched could not plan this job's ticks ({exc!r}); it is stopped: run "
-                    "`pgsched sync` to restore it, and report this"
+                    f"{where}: pgsched could not plan its ticks ({exc!r}); it is stopped: "
+                    f"{restore}, and report this"
                 )
-            plan = JobPlan(
-                due.name, None, (PlannedTick(due.name, due.next_run_at, "failed", reason),)
-            )
+            failed = PlannedTick(due.name, due.next_run_at, "failed", reason)
+            plan = JobPlan(due.name, None, (failed,), due.key, reason)
         plans.append(plan)
     return plans

@@ -33,6 +33,7 @@ from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
+from .schedules import Schedule, resolve
 from .states import OutcomeStatus, Trigger
 from .ticks import next_ticks_after
 from .topology import Topology
@@ -92,6 +93,7 @@ class ClaimedRun:
     claimed_at: float  # the database clock (epoch seconds) while the claim statement ran
     claimed_mono: float  # time.monotonic() just before that statement was sent
     start_mono: float = 0.0  # a tick claimed ahead: time.monotonic() when it is due
+    schedule_key: str = "default"  # the schedule it belongs to (requests: the default one)
 
 
 def _due_mono(run: ClaimedRun, clock: float, received: float) -> float:
@@ -120,11 +122,11 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class PendingClaim:
-    """What one request claim got: runs started, and runs (id, job) of jobs that do not allow
-    overlap, still pending, for `Store.start_exclusive`."""
+    """What one request claim got: runs started, and runs (id, job, schedule key) of jobs that
+    do not allow overlap, still pending, for `Store.start_exclusive`."""
 
     started: list[ClaimedRun]
-    exclusive: list[tuple[int, str]]
+    exclusive: list[tuple[int, str, str]]
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def _claimed(rows: Sequence[Row], sent_mono: float) -> list[ClaimedRun]:
             r["lease"],
             r["claimed_at"],
             sent_mono,
+            schedule_key=r["schedule_key"],
         )
         for r in rows
         if r["status"] == "running"
@@ -187,7 +190,7 @@ class TickClaim:
     async def lock_due_jobs(
         self, free: int, ahead: int, lookahead: float, lease_timeout: float
     ) -> list[DueJob]:
-        """Lock due jobs (up to `free`) and those due within `lookahead` seconds (up to
+        """Lock due schedules (up to `free`) and those due within `lookahead` seconds (up to
         `ahead` and this runner's fair share of them among the runners alive within
         `lease_timeout`), with what the planner needs: running or queued runs of each,
         read in a statement of its own once the rows are locked, so the overlap policy sees
@@ -204,12 +207,15 @@ class TickClaim:
         locked = await self._cur.fetchall()
         if not locked:
             return []
-        await self._cur.execute(self._q["job_activity"], {"names": [r["name"] for r in locked]})
-        activity = {r["name"]: r for r in await self._cur.fetchall()}
-        return [
-            DueJob(**r, busy=activity[r["name"]]["busy"], queued=activity[r["name"]]["queued"])
-            for r in locked
-        ]
+        names = [r["name"] for r in locked]
+        keys = [r["key"] for r in locked]
+        await self._cur.execute(self._q["job_activity"], {"names": names, "keys": keys})
+        activity = {(r["name"], r["key"]): r for r in await self._cur.fetchall()}
+        due = []
+        for r in locked:
+            seen = activity[(r["name"], r["key"])]
+            due.append(DueJob(**r, busy=seen["busy"], queued=seen["queued"]))
+        return due
 
     async def record(self, plans: list[JobPlan]) -> None:
         """Advance next_run_at and write every tick's row; sent, not waited for: its reply
@@ -446,30 +452,39 @@ class Store(PooledSchema):
                     {"limit": limit, "runner": runner_id, "code_version": code_version},
                 )
             rows = await cur.fetchall()
-        exclusive = [(r["id"], r["job_name"]) for r in rows if r["status"] == "pending"]
+        exclusive = [
+            (r["id"], r["job_name"], r["schedule_key"]) for r in rows if r["status"] == "pending"
+        ]
         return PendingClaim(_claimed(rows, sent), exclusive)
 
     async def start_exclusive(
-        self, runner_id: str, pending: Sequence[tuple[int, str]]
+        self, runner_id: str, pending: Sequence[tuple[int, str, str]]
     ) -> list[ClaimedRun]:
-        """Start runs (id, job) of jobs that do not allow overlap, under their job rows' locks:
-        at most one per job, and none while a run of the job is running."""
+        """Start runs (id, job, schedule key) of jobs that do not allow overlap, under their
+        job rows' and schedule rows' locks: at most one per schedule, and none while a run of
+        that schedule is running (a request belongs to the job's default schedule)."""
         async with self._connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(self.q["relock_pending"], {"ids": [i for i, _ in pending]})
+            await cur.execute(self.q["relock_pending"], {"ids": [i for i, _, _ in pending]})
             still = {r["id"] for r in await cur.fetchall()}
-            pending = [(i, job) for i, job in pending if i in still]  # in claim order
+            pending = [p for p in pending if p[0] in still]  # in claim order
             if not pending:
                 return []
-            await cur.execute(self.q["lock_jobs"], {"names": sorted({j for _, j in pending})})
-            locked = [r["name"] for r in await cur.fetchall()]
-            await cur.execute(self.q["running_jobs"], {"names": locked})
-            startable = set(locked) - {r["job_name"] for r in await cur.fetchall()}
+            await cur.execute(self.q["lock_jobs"], {"names": sorted({j for _, j, _ in pending})})
+            locked = {r["name"] for r in await cur.fetchall()}
+            groups = sorted({(j, k) for _, j, k in pending if j in locked})
+            if not groups:
+                return []
+            names, keys = [j for j, _ in groups], [k for _, k in groups]
+            await cur.execute(self.q["lock_schedules"], {"names": names, "keys": keys})
+            startable = {(r["name"], r["key"]) for r in await cur.fetchall() if r["held"]}
+            await cur.execute(self.q["running_jobs"], {"names": sorted(set(names))})
+            startable -= {(r["job_name"], r["schedule_key"]) for r in await cur.fetchall()}
             ids = []
-            for run_id, job in pending:
-                if job in startable:
+            for run_id, job, key in pending:
+                if (job, key) in startable:
                     ids.append(run_id)
-                    startable.discard(job)  # one run per job at a time
+                    startable.discard((job, key))  # one run per schedule at a time
             if not ids:
                 return []
             sent = time.monotonic()
@@ -586,6 +601,11 @@ class Store(PooledSchema):
             if changed:
                 params = {"jobs": json.dumps(changed), "code_version": version}
                 await cur.execute(self.q["upsert_jobs"], params)
+            await cur.execute(self.q["default_schedules"])
+            defaults = {r["job_name"]: r for r in await cur.fetchall()}
+            if schedules := _default_schedule_changes(registry, existing, changed, defaults):
+                document = json.dumps(schedules)
+                await cur.execute(self.q["sync_default_schedules"], {"schedules": document})
             await self._record_definitions(cur, registry)
             await cur.execute(self.q["orphan_undefined_jobs"], timing)
             orphaned = [r["name"] for r in await cur.fetchall()]
@@ -603,6 +623,40 @@ class Store(PooledSchema):
             code_version=version,
             defined_elsewhere=flipped,
         )
+
+    async def validate_schedules(self, limit: int = 5000) -> tuple[int, list[str]]:
+        """Validate a batch of schedule rows written by plain SQL (or edited): each gets its
+        first tick, or `error` with the expression and what is wrong. Returns how many are
+        valid and the errors stored; (0, []) when none is left (or another runner holds the
+        rest)."""
+        async with self._connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(self.q["unresolved_schedules"], {"limit": limit})
+            rows = await cur.fetchall()
+            if not rows:
+                return 0, []
+            found = resolve(rows, rows[0]["db_now"])
+            document = json.dumps(
+                [{"id": f.id, "next_run_at": _iso(f.next_run_at), "error": f.error} for f in found]
+            )
+            await cur.execute(self.q["resolve_schedules"], {"rows": document})
+        return sum(f.error is None for f in found), [f.error for f in found if f.error]
+
+    async def list_schedules(self, job: str | None = None, limit: int = 10_000) -> list[Row]:
+        return await self._all("list_schedules", {"job": job, "limit": limit})
+
+    async def add_schedule(self, job: str, key: str, cron: str, **kwargs: Any) -> Schedule:
+        """pgsched.add_schedule on a connection of this pool, in a transaction of its own."""
+        from . import api
+
+        async with self._connection() as conn, conn.transaction():
+            return await api.add_schedule(conn, job, key, cron, schema=self.schema, **kwargs)
+
+    async def remove_schedule(self, job: str, key: str) -> bool:
+        from . import api
+
+        async with self._connection() as conn, conn.transaction():
+            return await api.remove_schedule(conn, job, key, schema=self.schema)
 
     # --- operator queries ------------------------------------------------------------------
 
@@ -680,9 +734,18 @@ class Store(PooledSchema):
 
 
 def tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:
-    jobs = [{"name": p.job_name, "next_run_at": _iso(p.next_run_at)} for p in plans]
+    jobs = [
+        {"name": p.job_name, "key": p.key, "next_run_at": _iso(p.next_run_at), "error": p.error}
+        for p in plans
+    ]
     ticks = [
-        {"job_name": t.job_name, "tick": _iso(t.tick), "status": t.status, "message": t.message}
+        {
+            "job_name": t.job_name,
+            "key": p.key,
+            "tick": _iso(t.tick),
+            "status": t.status,
+            "message": t.message,
+        }
         for p in plans
         for t in p.ticks
     ]
@@ -779,6 +842,43 @@ def _changed_definitions(
                 tick = cron.next_after(db_now)
             row["next_run_at"] = _iso(tick)
     return changed
+
+
+def _default_schedule_changes(
+    registry: Registry, existing: dict[str, Row], changed: list[Row], defaults: dict[str, Row]
+) -> list[Row]:
+    """The default schedule rows (key 'default': the code/profile schedule) to write, remove
+    or whose job's runtime schedules need their next tick again, for sync_default_schedules."""
+    computed = {row["name"]: row["next_run_at"] for row in changed if row["next_run_at"]}
+    out = []
+    for d in registry:
+        cron = d.settings.schedule
+        source = "profile" if "schedule" in d.overrides else "code"
+        row = defaults.get(d.name)
+        old = existing.get(d.name)
+        rezoned = old is not None and old["timezone"] != d.timezone
+        reenabled = old is not None and not old["enabled"] and d.settings.enabled
+        next_run_at = computed.get(d.name)
+        if cron is None:
+            differs = row is not None
+        else:
+            differs = (
+                row is None
+                or next_run_at is not None
+                or (row["cron"], row["source"], row["timezone"]) != (cron, source, None)
+            )
+        if differs or rezoned or reenabled:
+            out.append(
+                {
+                    "name": d.name,
+                    "cron": cron,
+                    "source": source,
+                    "next_run_at": next_run_at,
+                    "rezoned": rezoned,
+                    "reenabled": reenabled,
+                }
+            )
+    return out
 
 
 async def prune_history_on(

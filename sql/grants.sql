@@ -11,17 +11,22 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.runners TO {role};
 GRANT SELECT ON {schema}.alembic_version TO {role};
 GRANT UPDATE ON {schema}.sync_lock TO {role};  -- LOCK TABLE for sync (0004_topology.sql)
 GRANT SELECT, INSERT, DELETE ON {schema}.definitions TO {role};  -- its code (0005)
+GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {role};  -- (0007)
 
 -- name: requester
--- May request a manual run (only job_name and params: it cannot forge a status or a result)
--- and read history; may not change history, jobs or runners.
+-- May request a manual run (only job_name and params: it cannot forge a status or a result),
+-- add, edit and remove runtime schedules (not their computed columns), and read history;
+-- may not change history, jobs or runners.
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions,
-                {schema}.definitions TO {role};
+                {schema}.definitions, {schema}.schedules TO {role};
 GRANT INSERT (job_name, params) ON {schema}.runs TO {role};
+GRANT INSERT (job_name, key, cron, timezone, params, enabled, paused, next_run_at),
+      UPDATE (cron, timezone, params, enabled, paused), DELETE
+    ON {schema}.schedules TO {role};
 
 -- name: reader
 -- Dashboards and ad-hoc history queries (a read-only `pgsched dashboard` runs as this).
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions,
-                {schema}.definitions TO {role};
+                {schema}.definitions, {schema}.schedules TO {role};

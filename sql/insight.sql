@@ -88,15 +88,19 @@ ORDER BY r.finished_at DESC
 LIMIT %(limit)s
 
 -- name: overdue_ticks
--- Ticks that should have started more than the job's misfire grace ago and have not: a due
--- tick no runner claimed (jobs_due_idx, then the grace per row), and scheduled runs still
--- pending past it (runs_pending_idx). `count` is per job; `since` the oldest of them.
+-- Ticks that should have started more than the job's misfire grace ago and have not: due
+-- ticks no runner claimed (schedules_due_idx, then the grace per row: one per schedule), and
+-- scheduled runs still pending past it (runs_pending_idx). `count` is per job; `since` the
+-- oldest of them.
 WITH unclaimed AS (
-    SELECT j.name AS job_name, 1 AS n, j.next_run_at AS since
-    FROM {schema}.jobs j
-    WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
-      AND j.next_run_at < now() - interval '1 second'
-      AND j.next_run_at < now() - j.misfire_grace
+    SELECT s.job_name, count(*) AS n, min(s.next_run_at) AS since
+    FROM {schema}.schedules s
+    JOIN {schema}.jobs j ON j.name = s.job_name
+    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
+      AND s.next_run_at < now() - interval '1 second'
+      AND j.enabled AND NOT j.paused AND NOT j.orphaned
+      AND s.next_run_at < now() - j.misfire_grace
+    GROUP BY s.job_name
 ), queued AS (
     SELECT r.job_name, count(*) AS n, min(r.run_after) AS since
     FROM {schema}.runs r
@@ -178,10 +182,23 @@ SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.
 FROM {schema}.jobs j WHERE j.name = %(name)s
 
 -- name: job_schedules
--- A job's schedules: today the one on its row. pgsched.schedules will make these rows.
-SELECT 'default' AS key, j.schedule AS cron, j.timezone, j.next_run_at,
-       CASE WHEN j.overrides ? 'schedule' THEN 'profile' ELSE 'code' END AS source
-FROM {schema}.jobs j WHERE j.name = %(name)s AND j.schedule IS NOT NULL
+-- A job's schedules (pgsched.schedules): the code/profile one first, then those that cannot
+-- fire, then by key; the first `limit` (schedule_counts has the totals).
+SELECT s.key, s.cron, coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, s.source,
+       s.params, s.enabled, s.paused, s.error
+FROM {schema}.schedules s
+JOIN {schema}.jobs j ON j.name = s.job_name
+WHERE s.job_name = %(name)s
+ORDER BY s.key = 'default' DESC, s.error IS NULL, s.key
+LIMIT %(limit)s
+
+-- name: schedule_counts
+-- How many schedules a job has, how many cannot fire, and its next tick over all of them.
+SELECT count(*)::int AS total, count(*) FILTER (WHERE s.error IS NOT NULL)::int AS errors,
+       count(*) FILTER (WHERE s.next_run_at IS NULL AND s.error IS NULL)::int AS unvalidated,
+       min(s.next_run_at) FILTER (WHERE s.enabled AND NOT s.paused AND s.error IS NULL)
+           AS next_run_at
+FROM {schema}.schedules s WHERE s.job_name = %(name)s
 
 -- name: job_runs
 -- A job's recent runs, newest first (runs_job_history_idx), with the fire lag of ticks.
@@ -276,12 +293,17 @@ ORDER BY a.at DESC
 LIMIT %(limit)s
 
 -- name: metrics_jobs
--- Per job: the next tick (NULL: manual-only, paused, disabled or orphaned) and the last
+-- Per job: the next tick of any of its schedules (schedules_job_due_idx; NULL: manual-only,
+-- paused, disabled or orphaned) and the last
 -- success, one probe of runs_job_history_idx per job: it reads back from the newest run to
 -- the newest success, so its cost follows the runs since then, not the history.
 SELECT j.name,
        CASE WHEN j.enabled AND NOT j.paused AND NOT j.orphaned
-            THEN extract(epoch FROM j.next_run_at)::float8 END AS next_run,
+            THEN extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
+                                     WHERE s.job_name = j.name AND s.enabled AND NOT s.paused
+                                       AND s.error IS NULL AND s.next_run_at IS NOT NULL
+                                     ORDER BY s.job_name, s.next_run_at LIMIT 1))::float8
+       END AS next_run,
        (SELECT extract(epoch FROM r.finished_at)::float8 FROM {schema}.runs r
         WHERE r.job_name = j.name AND r.status = 'succeeded'
         ORDER BY r.id DESC LIMIT 1) AS last_success

@@ -49,14 +49,18 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
        set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true)
 
 -- name: lock_due_jobs
--- Step 1 of a tick claim: lock due jobs, and those due within `lookahead` seconds (skipping
--- those another runner holds), and read what the planner needs. NO KEY UPDATE: it does not
--- conflict with the KEY SHARE lock that every INSERT INTO runs takes on its job row through
--- the foreign key. Due jobs up to `limit` (the runner's free room); then ticks due within the
+-- Step 1 of a tick claim: lock due schedules, and those due within `lookahead` seconds
+-- (skipping those another runner holds), and read what the planner needs: the schedule's
+-- cron and zone, its job's policies. NO KEY UPDATE of the schedule row only: job rows are not
+-- locked (a thousand schedules of one job are claimed by several runners at once), and the
+-- KEY SHARE lock every INSERT INTO runs takes on its job through the foreign key is never
+-- waited for. Due schedules up to `limit` (the runner's free room); then ticks due within the
 -- lookahead, up to `ahead` and to this runner's fair share of them: all those ticks, claimed
 -- ahead already or not, divided by the live runners, less those this runner holds. Runners
 -- that wake for the same second so split it, whichever commits first. Two locking scans, so
--- that no row is locked that the claim will not use (another runner would skip it).
+-- that no row is locked that the claim will not use (another runner would skip it). A
+-- schedule fires only when it and its job are enabled and not paused, the job is not
+-- orphaned and this runner's code defines it.
 WITH ahead_ticks AS (
     SELECT count(*) AS claimed, count(*) FILTER (WHERE r.runner = %(runner)s) AS mine
     FROM {schema}.runs r
@@ -64,8 +68,8 @@ WITH ahead_ticks AS (
       AND r.scheduled_for <= now() + make_interval(secs => %(lookahead)s)
 ), share AS (
     SELECT greatest(0, ceil((a.claimed + (
-               SELECT count(*) FROM {schema}.jobs d
-               WHERE d.enabled AND NOT d.paused AND NOT d.orphaned AND d.next_run_at IS NOT NULL
+               SELECT count(*) FROM {schema}.schedules d
+               WHERE d.enabled AND NOT d.paused AND d.error IS NULL AND d.next_run_at IS NOT NULL
                  AND d.next_run_at > now()
                  AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)))::numeric
                / greatest(1, (SELECT count(*) FROM {schema}.runners
@@ -75,75 +79,94 @@ WITH ahead_ticks AS (
                - a.mine)::int AS n
     FROM ahead_ticks a
 ), due AS (
-    SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
            extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
-    FROM {schema}.jobs j
-    WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
-      AND j.next_run_at <= now()
+    FROM {schema}.schedules s
+    JOIN {schema}.jobs j ON j.name = s.job_name
+    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
+      AND s.next_run_at <= now()
+      AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND EXISTS (SELECT 1 FROM {schema}.definitions d  -- only jobs this runner's code defines
-                  WHERE d.code_version = %(code_version)s AND d.job_name = j.name)
-    ORDER BY j.next_run_at
+                  WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+    ORDER BY s.next_run_at
     LIMIT %(limit)s
-    FOR NO KEY UPDATE OF j SKIP LOCKED
+    FOR NO KEY UPDATE OF s SKIP LOCKED
 ), ahead AS (
-    SELECT j.name, j.schedule, j.timezone, j.next_run_at, j.overlap, j.misfire,
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
            extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
-    FROM {schema}.jobs j
-    WHERE j.enabled AND NOT j.paused AND NOT j.orphaned AND j.next_run_at IS NOT NULL
-      AND j.next_run_at > now() AND j.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+    FROM {schema}.schedules s
+    JOIN {schema}.jobs j ON j.name = s.job_name
+    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
+      AND s.next_run_at > now() AND s.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+      AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND EXISTS (SELECT 1 FROM {schema}.definitions d
-                  WHERE d.code_version = %(code_version)s AND d.job_name = j.name)
-    ORDER BY j.next_run_at
+                  WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+    ORDER BY s.next_run_at
     LIMIT least(%(ahead)s, (SELECT n FROM share))
-    FOR NO KEY UPDATE OF j SKIP LOCKED
+    FOR NO KEY UPDATE OF s SKIP LOCKED
 )
 SELECT *, now() AS db_now FROM due
 UNION ALL
 SELECT *, now() AS db_now FROM ahead
 
 -- name: job_activity
--- Step 2, once the job rows are locked: a new statement sees what other runners committed
--- before they let go of those rows, so the overlap policy cannot race. `busy`: a run is
--- running; `queued`: runs are waiting (new ticks line up behind them). One index probe per job
--- (LATERAL ... LIMIT 1): as EXISTS, the planner hashed every pending run once per claim, so a
--- backlog of 100k requests made each tick claim read 100k index entries. The job is matched
--- by a range (`>= name AND <= name`), not `=`: with `=` the ORDER BY is redundant, and with
--- statistics that say nothing is pending the planner bet on walking runs_pending_idx to a
--- first match (7.6 ms instead of 0.17 for 100 jobs behind 1,000 pending requests, found by
--- bench/scale.py); with the range only the per-job partial indexes give the order (sorts are
--- off), so each probe reads one entry of its job.
-SELECT j.name, busy.yes IS NOT NULL AS busy, queued.yes IS NOT NULL AS queued
-FROM unnest(%(names)s::text[]) AS j(name)
+-- Step 2, once the schedule rows are locked: a new statement sees what other runners
+-- committed before they let go of those rows, so the overlap policy cannot race. Per
+-- schedule (job, key): `busy`, a run of it is running; `queued`, runs of it are waiting (new
+-- ticks line up behind them). Manual requests belong to the default schedule. One index
+-- probe per schedule (LATERAL ... LIMIT 1): as EXISTS, the planner hashed every pending run
+-- once per claim, so a backlog of 100k requests made each tick claim read 100k index
+-- entries. The job is matched by a range (`>= name AND <= name`), not `=`: with `=` the ORDER
+-- BY is redundant, and with statistics that say nothing is pending the planner bet on walking
+-- runs_pending_idx to a first match (7.6 ms instead of 0.17 for 100 jobs behind 1,000
+-- pending requests, found by bench/scale.py); with the range only the per-schedule partial
+-- indexes give the order (sorts are off), so each probe reads one entry of its schedule.
+SELECT j.name, j.key, busy.yes IS NOT NULL AS busy, queued.yes IS NOT NULL AS queued
+FROM unnest(%(names)s::text[], %(keys)s::text[]) AS j(name, key)
 LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
                    WHERE r.job_name >= j.name AND r.job_name <= j.name
-                     AND r.status = 'running'
-                   ORDER BY r.job_name LIMIT 1) busy ON true
+                     AND r.schedule_key = j.key AND r.status = 'running'
+                   ORDER BY r.job_name, r.schedule_key LIMIT 1) busy ON true
 LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
                    WHERE r.job_name >= j.name AND r.job_name <= j.name
-                     AND r.status = 'pending'
-                   ORDER BY r.job_name LIMIT 1) queued ON true
+                     AND r.schedule_key = j.key AND r.status = 'pending'
+                   ORDER BY r.job_name, r.schedule_key LIMIT 1) queued ON true
 
 -- name: record_ticks
--- Step 3, same transaction: advance next_run_at and write one row per tick (both lists as
--- JSON, like finish_runs). Rows this runner starts now are 'running' under a fresh lease; the
--- unique key refuses a second row per tick.
-WITH advanced AS (
+-- Step 3, same transaction: advance each schedule's next_run_at (and the job's, for its
+-- default schedule: pgsched.jobs.next_run_at is the code/profile schedule's next tick), and
+-- write one row per tick with the schedule's params (all lists as JSON, like finish_runs).
+-- A schedule the planner could not read gets `error` and stops. Rows this runner starts now
+-- are 'running' under a fresh lease; the unique key refuses a second row per tick.
+WITH plans AS (
+    SELECT * FROM json_to_recordset(%(jobs)s::json)
+        AS a(name text, key text, next_run_at timestamptz, error text)
+), advanced AS (
+    UPDATE {schema}.schedules s SET next_run_at = a.next_run_at, error = a.error
+    FROM plans a
+    WHERE s.job_name = a.name AND s.key = a.key
+), mirrored AS (
     UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
-    FROM json_to_recordset(%(jobs)s::json) AS a(name text, next_run_at timestamptz)
-    WHERE j.name = a.name
+    FROM plans a
+    WHERE j.name = a.name AND a.key = 'default'
 )
-INSERT INTO {schema}.runs AS r (job_name, trigger, status, scheduled_for, run_after, started_at,
-                               finished_at, runner, lease, message)
-SELECT t.job_name, 'schedule', t.status, t.tick, t.tick,
+INSERT INTO {schema}.runs AS r (job_name, schedule_key, trigger, status, scheduled_for,
+                               run_after, started_at, finished_at, runner, lease, message,
+                               params)
+SELECT t.job_name, t.key, 'schedule', t.status, t.tick, t.tick,
        CASE WHEN t.status = 'running' THEN greatest(clock_timestamp(), t.tick) END,
        CASE WHEN t.status IN ('skipped', 'failed') THEN now() END,
        CASE WHEN t.status <> 'pending' THEN %(runner)s END,
        CASE WHEN t.status = 'running' THEN gen_random_uuid() END,
-       t.message
-FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, tick timestamptz, status text,
-                                            message text)
-ON CONFLICT (job_name, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
-RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt,
+       t.message,
+       coalesce((SELECT s.params FROM {schema}.schedules s
+                 WHERE s.job_name = t.job_name AND s.key = t.key), '{}')
+FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, key text, tick timestamptz,
+                                            status text, message text)
+ON CONFLICT (job_name, schedule_key, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+RETURNING r.id, r.job_name, r.schedule_key, r.trigger, r.status, r.scheduled_for, r.attempt,
           NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
           extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
@@ -152,7 +175,7 @@ RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt,
 -- pending runs whose time has come, oldest first, and start those whose job allows overlap.
 -- Runs of the other jobs come back still `pending`, for the job-locking claim below.
 WITH locked AS (
-    SELECT r.id, r.job_name, j.overlap = 'allow' AS overlap_allowed
+    SELECT r.id, r.job_name, r.schedule_key, j.overlap = 'allow' AS overlap_allowed
     FROM {schema}.runs r
     JOIN {schema}.jobs j ON j.name = r.job_name
     WHERE r.status = 'pending' AND r.run_after <= now()
@@ -162,7 +185,8 @@ WITH locked AS (
       -- a hint only (step 3 decides): keeps a backlog of one busy job from filling every batch
       AND (j.overlap = 'allow' OR NOT EXISTS (
               SELECT 1 FROM {schema}.runs x
-              WHERE x.job_name = r.job_name AND x.status = 'running'))
+              WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
+                AND x.status = 'running'))
     ORDER BY r.run_after, r.id
     LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
@@ -172,20 +196,20 @@ WITH locked AS (
         started_at = clock_timestamp()
     FROM locked l
     WHERE r.id = l.id AND l.overlap_allowed
-    RETURNING r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.attempt,
-              NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
+    RETURNING r.id, r.job_name, r.schedule_key, r.trigger, r.status, r.scheduled_for,
+              r.attempt, NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
               extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 )
 SELECT * FROM started
 UNION ALL
-SELECT l.id, l.job_name, NULL::text, 'pending', NULL::timestamptz, NULL::int, NULL::jsonb,
-       NULL::text, NULL::timestamptz, NULL::float8
+SELECT l.id, l.job_name, l.schedule_key, NULL::text, 'pending', NULL::timestamptz, NULL::int,
+       NULL::jsonb, NULL::text, NULL::timestamptz, NULL::float8
 FROM locked l WHERE NOT l.overlap_allowed
 
 -- name: relock_pending
 -- Step 1 of the claim for runs of jobs that do not allow overlap (claim_pending left them
 -- pending): lock them again, unless another runner got to them meanwhile.
-SELECT id, job_name FROM {schema}.runs
+SELECT id, job_name, schedule_key FROM {schema}.runs
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
 ORDER BY id
 FOR UPDATE SKIP LOCKED
@@ -197,18 +221,29 @@ SELECT name FROM {schema}.jobs WHERE name = ANY(%(names)s::text[])
 ORDER BY name
 FOR NO KEY UPDATE SKIP LOCKED
 
+-- name: lock_schedules
+-- Step 3: hold the rows of the schedules those runs belong to (a request belongs to the
+-- default schedule), as a tick claim does, so a request and a tick of one schedule cannot
+-- both start. `held`: locked here, or there is no such row (a job without a code schedule,
+-- a deleted schedule's retry) and the job row's lock is enough.
+SELECT g.name, g.key, s.id IS NULL OR l.id IS NOT NULL AS held
+FROM unnest(%(names)s::text[], %(keys)s::text[]) AS g(name, key)
+LEFT JOIN {schema}.schedules s ON s.job_name = g.name AND s.key = g.key
+LEFT JOIN LATERAL (SELECT x.id FROM {schema}.schedules x WHERE x.id = s.id
+                   FOR NO KEY UPDATE SKIP LOCKED) l ON true
+
 -- name: running_jobs
--- Step 3, after step 2's locks: which of those jobs have a run running.
-SELECT DISTINCT job_name FROM {schema}.runs
+-- Step 4, after those locks: which of those schedules have a run running.
+SELECT DISTINCT job_name, schedule_key FROM {schema}.runs
 WHERE status = 'running' AND job_name = ANY(%(names)s::text[])
 
 -- name: start_pending
--- Step 4: the chosen runs start under a fresh lease.
+-- Step 5: the chosen runs start under a fresh lease.
 UPDATE {schema}.runs
 SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
     started_at = clock_timestamp()
 WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-RETURNING id, job_name, trigger, status, scheduled_for, attempt,
+RETURNING id, job_name, schedule_key, trigger, status, scheduled_for, attempt,
           NULLIF(params, '{}') AS params, lease::text AS lease, started_at,
           extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
@@ -223,18 +258,26 @@ RETURNING r.id
 
 -- name: unclaim_ticks
 -- Ticks claimed ahead that never started (their runner is shutting down): as if never
--- claimed. The rows go, and each job's next_run_at moves back to its earliest such tick, so a
--- live runner claims it at its time (the trigger on jobs wakes them), or the next one to start
--- applies the misfire policy to it. Lease-checked like every write of a claimed run.
+-- claimed. The rows go, and each schedule's next_run_at (and the job's, for its default one)
+-- moves back to its earliest such tick, so a live runner claims it at its time (the trigger
+-- on schedules wakes them), or the next one to start applies the misfire policy to it.
+-- Lease-checked like every write of a claimed run.
 WITH gone AS (
     DELETE FROM {schema}.runs r
     USING json_to_recordset(%(runs)s::json) AS f(id bigint, lease uuid)
     WHERE r.id = f.id AND r.lease = f.lease AND (r.status = 'running') IS TRUE
-    RETURNING r.id, r.job_name, r.scheduled_for
+    RETURNING r.id, r.job_name, r.schedule_key, r.scheduled_for
+), earliest AS (
+    SELECT job_name, schedule_key, min(scheduled_for) AS tick FROM gone
+    GROUP BY job_name, schedule_key
 ), back AS (
+    UPDATE {schema}.schedules s SET next_run_at = least(s.next_run_at, g.tick)
+    FROM earliest g
+    WHERE s.job_name = g.job_name AND s.key = g.schedule_key
+), back_default AS (
     UPDATE {schema}.jobs j SET next_run_at = least(j.next_run_at, g.tick)
-    FROM (SELECT job_name, min(scheduled_for) AS tick FROM gone GROUP BY job_name) g
-    WHERE j.name = g.job_name
+    FROM earliest g
+    WHERE j.name = g.job_name AND g.schedule_key = 'default'
 )
 SELECT id FROM gone
 
@@ -246,13 +289,15 @@ SELECT pg_notify({channel}, 'run')
 -- the earliest pending run (NULL: none). Each is the first entry of a partial index (run with
 -- plan_by_index: a min() could otherwise be planned as a walk of a whole backlog).
 -- Only work of jobs this runner's code defines counts.
-SELECT extract(epoch FROM (SELECT next_run_at FROM {schema}.jobs j
-                           WHERE enabled AND NOT paused AND NOT orphaned
-                             AND next_run_at IS NOT NULL
+SELECT extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
+                           JOIN {schema}.jobs j ON j.name = s.job_name
+                           WHERE s.enabled AND NOT s.paused AND s.error IS NULL
+                             AND s.next_run_at IS NOT NULL
+                             AND j.enabled AND NOT j.paused AND NOT j.orphaned
                              AND EXISTS (SELECT 1 FROM {schema}.definitions d
                                          WHERE d.code_version = %(code_version)s
-                                           AND d.job_name = j.name)
-                           ORDER BY next_run_at LIMIT 1) - clock_timestamp())::float8 AS ticks,
+                                           AND d.job_name = s.job_name)
+                           ORDER BY s.next_run_at LIMIT 1) - clock_timestamp())::float8 AS ticks,
        extract(epoch FROM (SELECT run_after FROM {schema}.runs r WHERE status = 'pending'
                              AND EXISTS (SELECT 1 FROM {schema}.definitions d
                                          WHERE d.code_version = %(code_version)s
@@ -478,15 +523,25 @@ WHERE d.job_name = ANY(%(names)s::text[]) AND d.code_version <> %(code_version)s
   AND w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
 
 -- name: list_jobs
+-- With each job's schedules: how many, how many cannot fire (`error`), and the next tick
+-- over all of them (next_run_at is the code/profile schedule's).
 SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
        j.orphaned, j.next_run_at, j.tags, j.overrides,
-       last.status AS last_status, last.finished_at AS last_finished_at
+       last.status AS last_status, last.finished_at AS last_finished_at,
+       coalesce(s.total, 0) AS schedules, coalesce(s.errors, 0) AS schedule_errors,
+       s.next_tick
 FROM {schema}.jobs j
 LEFT JOIN LATERAL (
     SELECT status, finished_at FROM {schema}.runs r
     WHERE r.job_name = j.name AND r.status <> 'pending'
     ORDER BY r.id DESC LIMIT 1
 ) last ON true
+LEFT JOIN LATERAL (
+    SELECT count(*)::int AS total, count(*) FILTER (WHERE x.error IS NOT NULL)::int AS errors,
+           min(x.next_run_at) FILTER (WHERE x.enabled AND NOT x.paused AND x.error IS NULL)
+               AS next_tick
+    FROM {schema}.schedules x WHERE x.job_name = j.name
+) s ON true
 ORDER BY j.name
 
 -- name: get_job
@@ -509,7 +564,7 @@ RETURNING id
 -- `jobs run --inline`: recorded like any run, owned by the CLI process for its duration.
 INSERT INTO {schema}.runs (job_name, params, status, started_at, runner, lease)
 VALUES (%(name)s, %(params)s, 'running', clock_timestamp(), %(runner)s, gen_random_uuid())
-RETURNING id, job_name, trigger, status, scheduled_for, attempt,
+RETURNING id, job_name, schedule_key, trigger, status, scheduled_for, attempt,
           NULLIF(params, '{}') AS params, lease::text AS lease, started_at,
           extract(epoch FROM clock_timestamp())::float8 AS claimed_at
 
@@ -593,3 +648,128 @@ SELECT current_setting('lock_timeout') AS lock_timeout
 -- name: set_lock_timeout
 -- Transaction-local (set_config(..., true)): safe through a transaction pooler.
 SELECT set_config('lock_timeout', %(value)s, true)
+
+-- name: default_schedules
+-- The code/profile schedules as their rows say (sync compares them with the definitions).
+SELECT job_name, cron, source, timezone, next_run_at, error
+FROM {schema}.schedules WHERE key = 'default'
+
+-- name: sync_default_schedules
+-- The code/profile schedule of each job whose definition or row differs is its row key =
+-- 'default' (sql/0007_schedules.sql); `runtime` rows are never written here, except that
+-- their next tick is computed again (next_run_at NULL: a runner validates them) when their
+-- job's zone changed under them (`rezoned`, rows without a zone of their own) or the job
+-- was enabled again (`reenabled`). `next_run_at` is sent where the sync computed a new first
+-- tick; otherwise the row keeps its own while its expression is unchanged, and is computed
+-- again by a runner when a stray edit of the row is put right.
+WITH d AS (
+    SELECT * FROM json_to_recordset(%(schedules)s::json)
+        AS d(name text, cron text, source text, next_run_at timestamptz, rezoned boolean,
+             reenabled boolean)
+), upserted AS (
+    INSERT INTO {schema}.schedules AS s (job_name, key, cron, source, next_run_at)
+    SELECT d.name, 'default', d.cron, d.source, d.next_run_at FROM d WHERE d.cron IS NOT NULL
+    ON CONFLICT (job_name, key) DO UPDATE SET
+        cron = EXCLUDED.cron, source = EXCLUDED.source, timezone = NULL,
+        next_run_at = CASE WHEN EXCLUDED.next_run_at IS NOT NULL THEN EXCLUDED.next_run_at
+                           WHEN s.cron = EXCLUDED.cron AND s.timezone IS NULL
+                           THEN s.next_run_at END,
+        error = CASE WHEN EXCLUDED.next_run_at IS NOT NULL THEN NULL ELSE s.error END
+), removed AS (
+    DELETE FROM {schema}.schedules s USING d
+    WHERE s.job_name = d.name AND s.key = 'default' AND d.cron IS NULL
+)
+UPDATE {schema}.schedules s SET next_run_at = NULL
+FROM d
+WHERE s.job_name = d.name AND s.key <> 'default' AND s.error IS NULL
+  AND ((d.rezoned AND s.timezone IS NULL) OR d.reenabled)
+
+-- name: unresolved_schedules
+-- Rows written by plain SQL (or edited) that no runner has validated yet, a batch at a time,
+-- skipping those another runner is validating.
+SELECT s.id, s.job_name, s.key, s.cron, coalesce(s.timezone, j.timezone) AS zone,
+       clock_timestamp() AS db_now
+FROM {schema}.schedules s
+JOIN {schema}.jobs j ON j.name = s.job_name
+WHERE s.next_run_at IS NULL AND s.error IS NULL
+ORDER BY s.id
+LIMIT %(limit)s
+FOR NO KEY UPDATE OF s SKIP LOCKED
+
+-- name: resolve_schedules
+-- What validation found, as JSON: the first tick, or why the row cannot fire. The default
+-- row's tick is also its job's next_run_at. Runners are woken once for the batch.
+WITH found AS (
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS f(id bigint, next_run_at timestamptz, error text)
+), done AS (
+    UPDATE {schema}.schedules s SET next_run_at = f.next_run_at, error = f.error
+    FROM found f
+    WHERE s.id = f.id AND s.next_run_at IS NULL AND s.error IS NULL
+    RETURNING s.job_name, s.key, s.next_run_at
+), mirrored AS (
+    UPDATE {schema}.jobs j SET next_run_at = d.next_run_at
+    FROM done d
+    WHERE j.name = d.job_name AND d.key = 'default'
+)
+SELECT CASE WHEN count(*) FILTER (WHERE next_run_at IS NOT NULL) > 0
+            THEN pg_notify({channel}, 'jobs') END AS woken
+FROM done
+
+-- name: schedule_job
+-- Before pgsched.add_schedule writes: the job's zone (a schedule without one uses it) and
+-- the database clock its first tick is computed from.
+SELECT timezone AS zone, clock_timestamp() AS db_now FROM {schema}.jobs WHERE name = %(name)s
+
+-- name: insert_schedule
+-- pgsched.add_schedule(..., if_exists="error"): a second row of one key is refused.
+INSERT INTO {schema}.schedules (job_name, key, cron, timezone, params, next_run_at)
+VALUES (%(job)s, %(key)s, %(cron)s, %(timezone)s, %(params)s, %(next_run_at)s)
+RETURNING id, job_name, key, cron, timezone, params, enabled, paused, source, next_run_at,
+          error, created_at, updated_at, %(zone)s::text AS zone
+
+-- name: replace_schedule
+-- if_exists="replace": the row of that key takes the new expression, zone and params at
+-- once (a runtime row only: the default row is the code's).
+INSERT INTO {schema}.schedules AS s (job_name, key, cron, timezone, params, next_run_at)
+VALUES (%(job)s, %(key)s, %(cron)s, %(timezone)s, %(params)s, %(next_run_at)s)
+ON CONFLICT (job_name, key) DO UPDATE SET
+    cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, params = EXCLUDED.params,
+    next_run_at = CASE WHEN (s.cron, s.timezone) IS NOT DISTINCT FROM
+                            (EXCLUDED.cron, EXCLUDED.timezone) AND s.next_run_at IS NOT NULL
+                       THEN s.next_run_at ELSE EXCLUDED.next_run_at END,
+    error = NULL
+WHERE s.source = 'runtime'
+RETURNING id, job_name, key, cron, timezone, params, enabled, paused, source, next_run_at,
+          error, created_at, updated_at, %(zone)s::text AS zone
+
+-- name: keep_schedule
+-- if_exists="keep": an existing row of that key stays as it is (get_schedule reads it).
+INSERT INTO {schema}.schedules (job_name, key, cron, timezone, params, next_run_at)
+VALUES (%(job)s, %(key)s, %(cron)s, %(timezone)s, %(params)s, %(next_run_at)s)
+ON CONFLICT (job_name, key) DO NOTHING
+RETURNING id, job_name, key, cron, timezone, params, enabled, paused, source, next_run_at,
+          error, created_at, updated_at, %(zone)s::text AS zone
+
+-- name: get_schedule
+SELECT s.id, s.job_name, s.key, s.cron, s.timezone, s.params, s.enabled, s.paused, s.source,
+       s.next_run_at, s.error, s.created_at, s.updated_at,
+       coalesce(s.timezone, j.timezone) AS zone
+FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
+WHERE s.job_name = %(job)s AND s.key = %(key)s
+
+-- name: remove_schedule
+-- A runtime schedule stops; its history stays (its waiting ticks are cancelled by the
+-- trigger of sql/0007_schedules.sql).
+DELETE FROM {schema}.schedules WHERE job_name = %(job)s AND key = %(key)s AND source = 'runtime'
+RETURNING id
+
+-- name: list_schedules
+-- Every schedule (of one job, or of all), by job and key.
+SELECT s.id, s.job_name, s.key, s.cron, s.timezone, s.params, s.enabled, s.paused, s.source,
+       s.next_run_at, s.error, s.created_at, s.updated_at,
+       coalesce(s.timezone, j.timezone) AS zone
+FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
+WHERE %(job)s::text IS NULL OR s.job_name = %(job)s
+ORDER BY s.job_name, s.key = 'default' DESC, s.key
+LIMIT %(limit)s

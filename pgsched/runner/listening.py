@@ -1,4 +1,5 @@
-"""LISTEN/NOTIFY: wake the claimer when a request is inserted or a schedule changes.
+"""LISTEN/NOTIFY: wake the claimer when a request is inserted or a schedule changes, the
+schedule validation when rows are written by SQL, the cancel watch when a run is cancelled.
 
 Only a wake-up: what is due is always read from the tables, and the claimer's slow poll
 covers a lost notification (and is the only mechanism with `listen: false`).
@@ -15,18 +16,23 @@ class Listener(Duty):
     name = "listen"
     interruptible = True
 
-    def __init__(self, store: Store, claimer: Claimer, cancels: Duty) -> None:
+    def __init__(self, store: Store, claimer: Claimer, cancels: Duty, schedules: Duty) -> None:
         super().__init__()
         self.store = store
         self.claimer = claimer
         self.cancels = cancels
+        self.schedules = schedules
 
     async def step(self) -> float | None:
         async for payload in self.store.notifications():
-            if payload in ("listening", "jobs"):
-                # (Re)connected, so notifications may have been lost; or a schedule changed.
+            if payload in ("listening", "jobs", "schedules"):
+                # (Re)connected, so notifications may have been lost; or a schedule changed,
+                # was added by SQL (to validate), or was validated by another runner.
                 self.claimer.ticks_changed()
-                self.cancels.wake()
+                if payload != "jobs":
+                    self.schedules.wake()
+                if payload == "listening":
+                    self.cancels.wake()
             elif payload == "cancel":
                 self.cancels.wake()
             else:

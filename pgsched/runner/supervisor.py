@@ -10,7 +10,8 @@ never runs there (see `executing`). Duties, by module:
   `executing.LoopWatch`: name a job that blocks the job loop;
 - `leases.Heartbeat`, `leases.Reaper`: keep this runner's lease, recover lost runners' runs;
 - `results.Results`: the outbox every outcome takes to the database;
-- `listening.Listener`: LISTEN, to wake the claimer;
+- `validating.ScheduleCheck`: validate schedules written by plain SQL;
+- `listening.Listener`: LISTEN, to wake the claimer (and the validation, the cancel watch);
 - `metrics` (only with a metrics port): the runner's Prometheus metrics, `/healthz` and
   `/readyz`, served from a thread of their own.
 """
@@ -47,6 +48,7 @@ from .leases import CancelWatch, Heartbeat, Reaper
 from .listening import Listener
 from .results import Results
 from .slots import Slots
+from .validating import ScheduleCheck
 
 if TYPE_CHECKING:
     from .metrics import Probe, RunnerMetrics
@@ -92,7 +94,10 @@ class Runner:
         self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)
         self.reaper = Reaper(store, self.id, settings, self._known, self.results, self.log)
         self.cancels = CancelWatch(store, self.id, settings, self._cancel)
-        self.listener = Listener(store, self.claimer, self.cancels) if settings.listen else None
+        self.schedules = ScheduleCheck(store, settings, self.log)
+        self.listener = (
+            Listener(store, self.claimer, self.cancels, self.schedules) if settings.listen else None
+        )
         self.loop_watch = LoopWatch(self.executor, settings.block_warning, self.log)
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,7 +178,14 @@ class Runner:
                 jobs=len(self.registry),
                 listen=self.settings.listen,
             )
-            self._drive(self.claimer, self.give_back, self.reaper, self.loop_watch, self.cancels)
+            self._drive(
+                self.claimer,
+                self.give_back,
+                self.reaper,
+                self.loop_watch,
+                self.cancels,
+                self.schedules,
+            )
             if self.listener is not None:
                 self._drive(self.listener)
             assert self._stop is not None
@@ -355,7 +367,14 @@ class Runner:
                 "could not give back unstarted runs; leases recover them", error=str(exc)
             )
         await self.executor.abort(f"shutdown: still running after the grace period ({grace:g}s)")
-        duties = (self.listener, self.give_back, self.reaper, self.loop_watch, self.cancels)
+        duties = (
+            self.listener,
+            self.give_back,
+            self.reaper,
+            self.loop_watch,
+            self.cancels,
+            self.schedules,
+        )
         others = [d for d in duties if d]
         await self._stop_duties(*others)
         await self._stop_duties(self.results)

@@ -161,3 +161,42 @@ def test_the_example_web_app_runs_jobs_its_requests_ask_for(
     assert accepted.status_code == 202
     assert "Ada" in done["message"]
     assert not query(dsn, "SELECT 1 FROM pgsched.runners")  # the app's shutdown stopped it
+
+
+def test_the_example_web_app_gives_each_user_a_schedule_of_their_own(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/web_app.py: PUT /users/NAME/greeting adds (or replaces) one runtime schedule
+    per user with the user as params; a bad expression is a 400 naming it; DELETE stops it."""
+    pytest.importorskip("starlette.testclient")
+    import importlib
+
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("PGSCHED_DATABASE_URL", dsn)
+    import examples.web_app as web_app
+
+    web_app = importlib.reload(web_app)
+    with TestClient(web_app.app) as client:
+        bad = client.put("/users/Bob/greeting", json={"cron": "0 61 * * * *"})
+        assert bad.status_code == 400 and "'0 61 * * * *'" in bad.json()["error"]
+        for user in ("Ada", "Grace"):
+            put = client.put("/users/" + user + "/greeting", json={"cron": "* * * * * *"})
+            assert put.status_code == 200 and put.json()["key"] == f"user-{user}"
+            assert len(put.json()["next"]) == 3
+
+        def greeted() -> list[dict[str, object]]:
+            rows = query(
+                dsn,
+                "SELECT DISTINCT schedule_key, params, message FROM pgsched.runs "
+                "WHERE job_name = 'demo-greet' AND trigger = 'schedule' AND status = 'succeeded'",
+            )
+            return rows if {r["schedule_key"] for r in rows} == {"user-Ada", "user-Grace"} else []
+
+        rows = wait_until(greeted, 20, "both users' scheduled greetings")
+        assert all(r["params"]["name"] in str(r["message"]) for r in rows), rows
+        assert client.delete("/users/Ada/greeting").json() == {"removed": True}
+        assert client.delete("/users/Ada/greeting").status_code == 404
+    keys = query(dsn, "SELECT key FROM pgsched.schedules WHERE job_name = 'demo-greet'")
+    assert [r["key"] for r in keys] == ["user-Grace"]
+    assert not query(dsn, "SELECT 1 FROM pgsched.schedules WHERE key = 'user-Bob'")

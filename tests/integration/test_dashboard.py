@@ -72,8 +72,8 @@ def known_state(dsn: str) -> None:
     )
     query(
         dsn,
-        "UPDATE pgsched.jobs SET next_run_at = now() - interval '1 hour' "
-        "WHERE name = 'tick-every-second'",
+        "UPDATE pgsched.schedules SET next_run_at = now() - interval '1 hour' "
+        "WHERE job_name = 'tick-every-second'",
     )
 
 
@@ -265,7 +265,8 @@ def test_health_names_overdue_ticks(synced: str) -> None:
     )
     query(
         synced,
-        "UPDATE pgsched.jobs SET next_run_at = now() - interval '1 hour' WHERE name = 'class-job'",
+        "UPDATE pgsched.schedules SET next_run_at = now() - interval '1 hour' "
+        "WHERE job_name = 'class-job'",
     )
     out = pgsched("health", dsn=synced)
     assert out.returncode == 1 and "overdue" in out.stdout and "class-job" in out.stdout

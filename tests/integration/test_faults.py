@@ -161,7 +161,7 @@ DOWNTIME = 12  # seconds without a runner, on every-2 s jobs
 def misfire_scenario(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Three every-2 s jobs (misfire_grace 1 s, misfire skip/once/all) whose ticks went
     unclaimed for 12 s, then a runner starts: each test below reads the rows of its policy.
-    The downtime is set up, not waited for: the jobs' `next_run_at` is where a runner that
+    The downtime is set up, not waited for: the schedules' `next_run_at` is where a runner that
     stopped 12 s ago left it."""
     name = pg.new_database()
     dsn = pg.dsn_for(name)
@@ -183,9 +183,9 @@ def misfire_scenario(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> 
         assert pgsched("--app", apps[0], "sync", dsn=dsn, profile=profile).returncode == 0
         (row,) = query(
             dsn,
-            "UPDATE pgsched.jobs SET next_run_at = date_trunc('second', now()) "
+            "UPDATE pgsched.schedules SET next_run_at = date_trunc('second', now()) "
             "- make_interval(secs => %s + floor(extract(second FROM now()))::int %% 2) "
-            "WHERE name LIKE 'misfire-%%' RETURNING next_run_at",
+            "WHERE job_name LIKE 'misfire-%%' AND key = 'default' RETURNING next_run_at",
             [DOWNTIME],
         )[:1]
         stopped_at = row["next_run_at"]

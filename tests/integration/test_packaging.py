@@ -47,6 +47,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0006_cancel.py",
         "pgsched/sql/0006_cancel.sql",
         "pgsched/sql/0006_cancel_down.sql",
+        "pgsched/migrations/versions/0007_schedules.py",
+        "pgsched/sql/0007_schedules.sql",
+        "pgsched/sql/0007_schedules_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"

@@ -247,10 +247,11 @@ def idle_claim_wait(dsn: str, poll_interval: float) -> float | None:
     async def go() -> float | None:
         claimer, _, store = await claimer_for(dsn, poll_interval=poll_interval)
         try:
+            query(dsn, "UPDATE pgsched.jobs SET enabled = true WHERE name = 'soon'")
             query(
                 dsn,
-                "UPDATE pgsched.jobs SET enabled = true, "
-                "next_run_at = now() + interval '3 seconds' WHERE name = 'soon'",
+                "UPDATE pgsched.schedules SET next_run_at = now() + interval '3 seconds' "
+                "WHERE job_name = 'soon'",
             )
             return await claimer.step()
         finally:

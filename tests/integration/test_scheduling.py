@@ -28,7 +28,7 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
     rows = query(
         dsn,
         """
-        SELECT job_name, scheduled_for, status, runner, started_at FROM pgsched.runs
+        SELECT job_name, scheduled_for, status, runner, started_at, message FROM pgsched.runs
         WHERE trigger = 'schedule' ORDER BY scheduled_for""",
     )
     # Runners claim ticks up to `lookahead` (0.5 s) early, but never start one before its time.

@@ -1,0 +1,321 @@
+"""Schedules as rows: runtime schedules inserted by plain SQL, Python and the CLI, fired
+exactly once per (schedule, tick) across runner processes, each tick with its schedule's
+params; validation of rows written by SQL; sync and restarts leave runtime rows alone;
+deleting a row stops it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pgsched
+from pgsched.errors import CronError, ScheduleExistsError, UnknownJobError
+from tests.runners import pgsched as cli
+from tests.runners import query, runners, wait_registered, wait_until, write_profile
+
+APP = "tests.apps.schedules:ext"
+EXEC_TABLE = (
+    "CREATE TABLE schedule_exec (run_id bigint, job_name text, schedule_key text, "
+    "scheduled_for timestamptz, params jsonb, pid int)"
+)
+
+
+def prepared(dsn: str) -> None:
+    assert cli("--app", APP, "sync", dsn=dsn).returncode == 0
+    query(dsn, EXEC_TABLE)
+
+
+def db_now(dsn: str) -> datetime:
+    return query(dsn, "SELECT now() AS t")[0]["t"]
+
+
+def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
+    dsn: str, tmp_path: Path
+) -> None:
+    prepared(dsn)
+    profile = write_profile(tmp_path)
+    with runners(dsn, tmp_path, count=2, apps=[APP], profile=profile) as procs:
+        wait_registered(dsn, 2, procs)
+        query(
+            dsn,
+            "INSERT INTO pgsched.schedules (job_name, key, cron, params) VALUES "
+            "('tenant-report', 'tenant-1', '* * * * * *', '{\"tenant\": 1}'), "
+            "('tenant-report', 'tenant-2', '* * * * * *', '{\"tenant\": 2}')",
+        )
+        began = db_now(dsn)
+        wait_until(
+            lambda: db_now(dsn) > began + timedelta(seconds=7), 20, "7 seconds of ticks", procs
+        )
+        query(dsn, "DELETE FROM pgsched.schedules WHERE job_name = 'tenant-report'")
+        stopped = db_now(dsn)
+        wait_until(
+            lambda: (
+                not query(dsn, "SELECT 1 FROM pgsched.runs WHERE status IN ('pending', 'running')")
+            ),
+            20,
+            "the last runs to finish",
+            procs,
+        )
+        for p in procs:
+            assert p.terminate() == 0, p.output()[-2000:]
+    runs = query(
+        dsn,
+        "SELECT id, schedule_key, scheduled_for, status, params, trigger FROM pgsched.runs "
+        "WHERE job_name = 'tenant-report' ORDER BY scheduled_for, schedule_key",
+    )
+    executed = query(
+        dsn,
+        "SELECT * FROM schedule_exec WHERE job_name = 'tenant-report' "
+        "ORDER BY scheduled_for, schedule_key",
+    )
+    per_key = Counter((r["schedule_key"], r["scheduled_for"]) for r in executed)
+    assert per_key and max(per_key.values()) == 1, "a (schedule, tick) executed twice"
+    assert {r["pid"] for r in executed} <= {p.proc.pid for p in procs}
+    by_key: dict[str, list[datetime]] = {}
+    late = [r for r in runs if r["scheduled_for"] > stopped]
+    # a tick claimed ahead of its time when the row was deleted is cancelled before it starts
+    assert all(r["status"] == "cancelled" for r in late), late
+    runs = [r for r in runs if r["scheduled_for"] <= stopped]
+    for r in runs:
+        assert r["trigger"] == "schedule" and r["status"] == "succeeded", r
+        assert r["params"] == {"tenant": int(r["schedule_key"].split("-")[1])}, r
+        by_key.setdefault(r["schedule_key"], []).append(r["scheduled_for"])
+    for r in executed:
+        assert r["params"] == {"tenant": int(r["schedule_key"].split("-")[1])}, r
+    assert set(by_key) == {"tenant-1", "tenant-2"}
+    for key, ticks in by_key.items():
+        # every second from the first tick to the last, once: none lost, none doubled
+        expected = [ticks[0] + timedelta(seconds=i) for i in range(len(ticks))]
+        assert ticks == expected, f"{key}: {ticks}"
+        assert len(ticks) >= 6, f"{key}: only {len(ticks)} ticks in 7 s"
+    assert by_key["tenant-1"] == by_key["tenant-2"], "both schedules fire at each second"
+    assert len(executed) == len(runs), "a deleted schedule fired"
+    print(
+        f"two SQL schedules, two runners: {len(runs)} runs, "
+        f"{len(by_key['tenant-1'])} ticks each, runners used: {len({r['pid'] for r in executed})}"
+    )
+
+
+def test_a_bad_expression_inserted_by_sql_gets_an_error_and_never_fires(
+    dsn: str, tmp_path: Path
+) -> None:
+    prepared(dsn)
+    with runners(dsn, tmp_path, apps=[APP], profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        query(
+            dsn,
+            "INSERT INTO pgsched.schedules (job_name, key, cron, timezone) VALUES "
+            "('tenant-report', 'bad-minute', '0 61 * * * *', NULL), "
+            "('tenant-report', 'bad-zone', '* * * * * *', 'Mars/Olympus'), "
+            "('tenant-report', 'good', '* * * * * *', NULL)",
+        )
+
+        def settled() -> list[dict[str, object]]:
+            rows = query(
+                dsn,
+                "SELECT key, error, next_run_at FROM pgsched.schedules "
+                "WHERE job_name = 'tenant-report' ORDER BY key",
+            )
+            return rows if all(r["error"] or r["next_run_at"] for r in rows) else []
+
+        rows = {r["key"]: r for r in wait_until(settled, 10, "validation", procs)}
+        assert "'0 61 * * * *'" in rows["bad-minute"]["error"]
+        assert "minute '61'" in rows["bad-minute"]["error"]
+        assert "'Mars/Olympus'" in rows["bad-zone"]["error"]
+        assert rows["bad-minute"]["next_run_at"] is None and rows["bad-zone"]["next_run_at"] is None
+        assert rows["good"]["error"] is None
+        wait_until(
+            lambda: query(dsn, "SELECT 1 FROM schedule_exec WHERE schedule_key = 'good' LIMIT 1"),
+            10,
+            "the good schedule to fire",
+            procs,
+        )
+        # An edit by SQL takes effect at once: the bad row fixed fires, the good one broken
+        # stops, atomically, and says why.
+        query(dsn, "UPDATE pgsched.schedules SET cron = '* * * * * *' WHERE key = 'bad-minute'")
+        query(dsn, "UPDATE pgsched.schedules SET cron = 'every second' WHERE key = 'good'")
+        wait_until(
+            lambda: query(
+                dsn, "SELECT 1 FROM schedule_exec WHERE schedule_key = 'bad-minute' LIMIT 1"
+            ),
+            10,
+            "the fixed schedule to fire",
+            procs,
+        )
+        (good,) = query(dsn, "SELECT error FROM pgsched.schedules WHERE key = 'good'")
+        assert good["error"] and "'every second'" in good["error"]
+        broken_at = db_now(dsn)
+        listed = cli("--app", APP, "jobs", "list", dsn=dsn)
+        assert listed.returncode == 0, listed.stderr
+        assert "3 (2 errors)" in listed.stdout, listed.stdout  # bad-zone, and good broken
+        explained = cli("--app", APP, "jobs", "explain", "tenant-report", dsn=dsn)
+        assert "'every second'" in explained.stdout, explained.stdout
+        wait_until(lambda: db_now(dsn) > broken_at + timedelta(seconds=2), 10)
+        assert procs[0].terminate() == 0
+    fired = query(
+        dsn,
+        "SELECT schedule_key, max(scheduled_for) AS last FROM pgsched.runs "
+        "WHERE job_name = 'tenant-report' GROUP BY schedule_key",
+    )
+    last = {r["schedule_key"]: r["last"] for r in fired}
+    assert "bad-zone" not in last
+    assert last["good"] <= broken_at, "a schedule with an error fired"
+    assert "schedule cannot fire" in procs[0].output()
+
+
+def test_a_runtime_schedule_survives_sync_and_a_restart_and_deleting_it_stops_it(
+    dsn: str, tmp_path: Path
+) -> None:
+    prepared(dsn)
+    with psycopg.connect(dsn) as conn:
+        sched = pgsched.add_schedule(
+            conn, "coded", key="extra", cron="* * * * * *", params={"extra": True}
+        )
+        conn.commit()
+    assert sched.source == "runtime" and sched.next_run_at is not None
+    profile = write_profile(tmp_path)
+    for round_ in range(2):  # a restart between the rounds, with a sync before each
+        assert cli("--app", APP, "sync", dsn=dsn).returncode == 0
+        began = db_now(dsn)
+
+        def both_fired(since: datetime = began) -> bool:
+            rows = query(
+                dsn,
+                "SELECT DISTINCT schedule_key FROM schedule_exec WHERE scheduled_for > %s",
+                [since],
+            )
+            return len(rows) == 2
+
+        with runners(dsn, tmp_path, apps=[APP], profile=profile) as procs:
+            wait_until(both_fired, 15, f"both schedules to fire (round {round_})", procs)
+            assert procs[0].terminate() == 0
+    (row,) = query(dsn, "SELECT cron, params, source FROM pgsched.schedules WHERE key = 'extra'")
+    assert row == {"cron": "* * * * * *", "params": {"extra": True}, "source": "runtime"}
+    keys = {
+        r["key"]: r["source"]
+        for r in query(dsn, "SELECT key, source FROM pgsched.schedules WHERE job_name = 'coded'")
+    }
+    assert keys == {"default": "code", "extra": "runtime"}
+    with psycopg.connect(dsn) as conn:
+        assert pgsched.remove_schedule(conn, "coded", "extra") is True
+        conn.commit()
+        assert pgsched.remove_schedule(conn, "coded", "extra") is False
+    removed_at = db_now(dsn)
+    with runners(dsn, tmp_path, apps=[APP], profile=profile) as procs:
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM schedule_exec WHERE schedule_key = 'default' "
+                "AND scheduled_for > %s + interval '2 seconds'",
+                [removed_at],
+            ),
+            15,
+            "the default schedule to go on",
+            procs,
+        )
+        assert procs[0].terminate() == 0
+    late = query(
+        dsn,
+        "SELECT id FROM pgsched.runs WHERE schedule_key = 'extra' AND scheduled_for > %s",
+        [removed_at],
+    )
+    assert not late, "a removed schedule fired"
+    history = query(dsn, "SELECT count(*) AS n FROM pgsched.runs WHERE schedule_key = 'extra'")
+    assert history[0]["n"] >= 2, "the removed schedule's history stays"
+
+
+def test_add_schedule_validates_and_previews_and_if_exists_decides(dsn: str) -> None:
+    prepared(dsn)
+    with psycopg.connect(dsn) as conn:
+        with pytest.raises(CronError, match=r"schedule 'k' of job 'tenant-report'.*'0 61"):
+            pgsched.add_schedule(conn, "tenant-report", key="k", cron="0 61 * * * *")
+        with pytest.raises(CronError, match="'Mars/Olympus'"):
+            pgsched.add_schedule(
+                conn, "tenant-report", key="k", cron="* * * * * *", timezone="Mars/Olympus"
+            )
+        with pytest.raises(UnknownJobError, match="'nope'"):
+            pgsched.add_schedule(conn, "nope", key="k", cron="* * * * * *")
+        with pytest.raises(pgsched.ConfigError, match="code schedule"):
+            pgsched.add_schedule(conn, "coded", key="default", cron="* * * * * *")
+        sched = pgsched.add_schedule(
+            conn,
+            "tenant-report",
+            key="tenant-42",
+            cron="0 0 9 * * 1-5",
+            timezone="Europe/Berlin",
+            params={"tenant": 42},
+        )
+        first, second, third = sched.next_fire_times(3)
+        for t in (first, second, third):
+            local = t.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
+            assert (local.hour, local.minute, local.second) == (9, 0, 0)
+            assert local.isoweekday() <= 5
+        assert first == sched.next_run_at and first < second < third
+        with pytest.raises(ScheduleExistsError, match="if_exists='replace'"):
+            pgsched.add_schedule(conn, "tenant-report", key="tenant-42", cron="* * * * * *")
+        kept = pgsched.add_schedule(
+            conn, "tenant-report", key="tenant-42", cron="* * * * * *", if_exists="keep"
+        )
+        assert kept.cron == "0 0 9 * * 1-5" and kept.id == sched.id
+        replaced = pgsched.add_schedule(
+            conn,
+            "tenant-report",
+            key="tenant-42",
+            cron="*/5 * * * * *",
+            params={"tenant": 43},
+            if_exists="replace",
+        )
+        assert replaced.id == sched.id and replaced.params == {"tenant": 43}
+        assert replaced.zone == "UTC" and replaced.timezone is None
+        assert replaced.next_run_at is not None and replaced.next_run_at.second % 5 == 0
+        conn.rollback()  # all of it in the caller's transaction
+    assert not query(dsn, "SELECT 1 FROM pgsched.schedules WHERE key = 'tenant-42'")
+
+    async def go() -> list[pgsched.Schedule]:
+        async with await psycopg.AsyncConnection.connect(dsn) as aconn:
+            await pgsched.add_schedule(aconn, "tenant-report", key="a", cron="@hourly")
+            await aconn.commit()
+            return await pgsched.list_schedules(aconn, "tenant-report")
+
+    import asyncio
+
+    (listed,) = asyncio.run(go())
+    assert (listed.key, listed.cron, listed.error) == ("a", "@hourly", None)
+    assert listed.next_run_at is not None and listed.next_run_at.minute == 0
+
+
+def test_schedules_cli_adds_lists_and_removes_with_clear_errors(dsn: str) -> None:
+    prepared(dsn)
+    added = cli(
+        "--app", APP, "schedules", "add", "tenant-report", "t-7", "0 0 9 * * *",
+        "-p", "tenant=7", "--timezone", "Europe/Berlin", dsn=dsn,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "t-7" in added.stdout and "next" in added.stdout
+    bad = cli("--app", APP, "schedules", "add", "tenant-report", "t-8", "0 61 * * * *", dsn=dsn)
+    assert bad.returncode == 2
+    assert "schedule 't-8' of job 'tenant-report'" in bad.stderr and "'0 61 * * * *'" in bad.stderr
+    again = cli("--app", APP, "schedules", "add", "tenant-report", "t-7", "* * * * * *", dsn=dsn)
+    assert again.returncode == 2 and "--replace" in again.stderr, again.stderr
+    listed = cli("--app", APP, "--json", "schedules", "list", "tenant-report", dsn=dsn)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["key"] == "t-7" and row["params"] == {"tenant": 7}
+    assert row["timezone"] == "Europe/Berlin"
+    everything = cli("--app", APP, "schedules", "list", dsn=dsn)
+    assert "coded" in everything.stdout and "default" in everything.stdout
+    shown = cli("--app", APP, "jobs", "show", "tenant-report", dsn=dsn)
+    assert "t-7" in shown.stdout, shown.stdout
+    listed_jobs = cli("--app", APP, "jobs", "list", dsn=dsn)
+    assert listed_jobs.returncode == 0
+    removed = cli("--app", APP, "schedules", "remove", "tenant-report", "t-7", dsn=dsn)
+    assert removed.returncode == 0, removed.stderr
+    missing = cli("--app", APP, "schedules", "remove", "tenant-report", "t-7", dsn=dsn)
+    assert missing.returncode == 1 and "no schedule 't-7'" in missing.stderr
+    default = cli("--app", APP, "schedules", "remove", "coded", "default", dsn=dsn)
+    assert default.returncode == 2 and "code schedule" in default.stderr
