@@ -319,3 +319,107 @@ def test_schedules_cli_adds_lists_and_removes_with_clear_errors(dsn: str) -> Non
     assert missing.returncode == 1 and "no schedule 't-7'" in missing.stderr
     default = cli("--app", APP, "schedules", "remove", "coded", "default", dsn=dsn)
     assert default.returncode == 2 and "code schedule" in default.stderr
+
+
+PROFILE_OVERRIDE = """
+scheduler:
+  jobs:
+    - extension: tenants
+      job: coded
+      schedule: "*/2 * * * * *"
+"""
+
+
+def test_upgrading_a_database_with_history_from_0_1_keeps_every_tick_once(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A database at revision 0006 (0.1) with history: 0007 makes each job's code/profile
+    schedule its `default` row with the same next tick, every run belongs to it, and the
+    runner goes on from that tick: nothing fires twice, nothing is skipped."""
+    import time
+
+    from pgsched.migrate import downgrade, upgrade
+
+    profile = write_profile(tmp_path, PROFILE_OVERRIDE)
+    assert cli("--app", APP, "sync", dsn=dsn, profile=profile).returncode == 0
+    query(dsn, EXEC_TABLE)
+    with runners(dsn, tmp_path, apps=[APP], profile=profile) as procs:
+        wait_until(
+            lambda: len(query(dsn, "SELECT 1 FROM schedule_exec")) >= 2, 15, "history", procs
+        )
+        assert procs[0].terminate() == 0
+    downgrade(dsn, "0006")  # what 0.1 left: no schedules table, no schedule_key
+    assert not query(dsn, "SELECT to_regclass('pgsched.schedules') AS t")[0]["t"]
+    # Years of 0.1 history, then the job's next tick two seconds ahead, as 0.1 left it.
+    query(
+        dsn,
+        "INSERT INTO pgsched.runs (job_name, trigger, status, scheduled_for, started_at, "
+        "finished_at) SELECT 'coded', 'schedule', 'succeeded', t, t, t "
+        "FROM generate_series(now() - interval '30 days', now() - interval '1 hour', "
+        "interval '10 seconds') AS t",
+    )
+    query(dsn, "INSERT INTO pgsched.runs (job_name) VALUES ('tenant-report')")
+    (before,) = query(dsn, "SELECT count(*) AS runs, max(id) AS last FROM pgsched.runs")
+    (job,) = query(
+        dsn,
+        "UPDATE pgsched.jobs SET next_run_at = date_trunc('second', now()) + interval '4 seconds'"
+        " - make_interval(secs => floor(extract(second FROM now()))::int % 2) "
+        "WHERE name = 'coded' RETURNING next_run_at",
+    )
+    began = time.monotonic()
+    upgrade(dsn)
+    took = time.monotonic() - began
+    rows = query(
+        dsn,
+        "SELECT job_name, key, cron, timezone, source, next_run_at, error FROM pgsched.schedules "
+        "ORDER BY job_name",
+    )
+    by_job = {r["job_name"]: r for r in rows}
+    assert "tenant-report" not in by_job, "a manual-only job has no schedule row"
+    assert by_job["coded"] == {
+        "job_name": "coded",
+        "key": "default",
+        "cron": "*/2 * * * * *",
+        "timezone": None,
+        "source": "profile",
+        "next_run_at": job["next_run_at"],
+        "error": None,
+    }
+    assert by_job["pgsched-prune-history"]["source"] == "code"
+    (after,) = query(
+        dsn,
+        "SELECT count(*) AS runs, count(*) FILTER (WHERE schedule_key = 'default') AS default "
+        "FROM pgsched.runs",
+    )
+    assert after == {"runs": before["runs"], "default": before["runs"]}
+    assert cli("--app", APP, "sync", dsn=dsn, profile=profile).returncode == 0
+    (kept,) = query(dsn, "SELECT next_run_at FROM pgsched.schedules WHERE job_name = 'coded'")
+    assert kept["next_run_at"] == job["next_run_at"], "sync after the upgrade moved the tick"
+    with runners(dsn, tmp_path, apps=[APP], profile=profile) as procs:
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM pgsched.runs WHERE job_name = 'coded' AND scheduled_for > %s "
+                "AND status = 'succeeded'",
+                [job["next_run_at"] + timedelta(seconds=2)],
+            ),
+            20,
+            "ticks after the upgrade",
+            procs,
+        )
+        assert procs[0].terminate() == 0
+    ticks = [
+        r["scheduled_for"]
+        for r in query(
+            dsn,
+            "SELECT scheduled_for FROM pgsched.runs WHERE job_name = 'coded' "
+            "AND trigger = 'schedule' AND id > %s ORDER BY scheduled_for",
+            [before["last"]],
+        )
+    ]
+    assert ticks[0] == job["next_run_at"], "the first tick after the upgrade is 0.1's next"
+    assert ticks == [ticks[0] + timedelta(seconds=2 * i) for i in range(len(ticks))]
+    print(
+        f"0.1 -> 0007 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
+        f"next tick kept ({job['next_run_at']:%H:%M:%S}), {len(ticks)} ticks after it, once each"
+    )
