@@ -13,6 +13,8 @@ import random
 import sys
 import time
 
+from psycopg.types.json import Jsonb
+
 from pgsched import Extension, JobContext, JobResult
 
 # --- manual-only jobs for the single-fault tests ---------------------------------------------
@@ -153,9 +155,18 @@ def _record_execution(ctx: JobContext) -> None:
     """The first thing every chaos execution does: say, durably, that it started."""
     with ctx.connection() as conn:
         conn.execute(
-            "INSERT INTO chaos_exec (job_name, trigger, scheduled_for, run_id, attempt, pid) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            [ctx.job_name, ctx.trigger, ctx.scheduled_for, ctx.run_id, ctx.attempt, os.getpid()],
+            "INSERT INTO chaos_exec (job_name, schedule_key, trigger, scheduled_for, run_id, "
+            "attempt, params, pid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                ctx.job_name,
+                ctx.schedule_key,
+                ctx.trigger,
+                ctx.scheduled_for,
+                ctx.run_id,
+                ctx.attempt,
+                Jsonb(dict(ctx.params)),
+                os.getpid(),
+            ],
         )
 
 

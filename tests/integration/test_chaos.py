@@ -24,11 +24,13 @@ import pytest
 from tests.apps.faults import CHAOS_JOBS
 from tests.pg import PgServer
 from tests.runners import RunnerProcess, query, wait_registered, wait_until, write_profile
+from tests.runners import pgsched as cli
 
 pytestmark = pytest.mark.slow
 
 APP = "tests.apps.faults:chaos"
 RUNNERS = 4
+RUNTIME_SCHEDULES = 10
 SECONDS = float(os.environ.get("CHAOS_SECONDS", 45))
 LEASE_TIMEOUT = 3  # write_profile's fast profile
 FINAL = ("succeeded", "failed", "skipped", "cancelled")
@@ -102,10 +104,20 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         """
         CREATE TABLE chaos_exec (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            job_name text NOT NULL, trigger text NOT NULL, scheduled_for timestamptz,
-            run_id bigint NOT NULL, attempt int NOT NULL, pid int NOT NULL,
+            job_name text NOT NULL, schedule_key text NOT NULL, trigger text NOT NULL,
+            scheduled_for timestamptz, run_id bigint NOT NULL, attempt int NOT NULL,
+            params jsonb NOT NULL, pid int NOT NULL,
             at timestamptz NOT NULL DEFAULT clock_timestamp())
         """,
+    )
+    # Runtime schedules by plain SQL, each with params: exactly once per (schedule, tick) too.
+    assert cli("--app", APP, "sync", dsn=dsn).returncode == 0
+    query(
+        dsn,
+        "INSERT INTO pgsched.schedules (job_name, key, cron, params) "
+        "SELECT 'chaos-00', 'tenant-' || i, '* * * * * *', jsonb_build_object('tenant', i) "
+        "FROM generate_series(1, %s) AS i",
+        [RUNTIME_SCHEDULES],
     )
     profile = write_profile(tmp_path)  # heartbeat 0.5 s, lease_timeout 3 s, grace 5 s
     spawned = 0
@@ -159,15 +171,19 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
     schedule = [r for r in runs if r["trigger"] == "schedule"]
     manual = [r for r in runs if r["trigger"] == "manual"]
     retries = [r for r in runs if r["trigger"] == "retry"]
-    tick_rows = Counter((r["job_name"], r["scheduled_for"]) for r in schedule)
+    tick_rows = Counter((r["job_name"], r["schedule_key"], r["scheduled_for"]) for r in schedule)
     seconds = whole_seconds(window_start, window_end)
-    expected = [(f"chaos-{j:02d}", t) for j in range(CHAOS_JOBS) for t in seconds]
+    expected = [(f"chaos-{j:02d}", "default", t) for j in range(CHAOS_JOBS) for t in seconds]
     # a job that blocks its event loop, and a process-isolated one that kills its worker
-    expected += [("chaos-blocker", t) for t in seconds if t.second % 3 == 0]
-    expected += [("chaos-suicide", t) for t in seconds if t.second % 5 == 0]
+    expected += [("chaos-blocker", "default", t) for t in seconds if t.second % 3 == 0]
+    expected += [("chaos-suicide", "default", t) for t in seconds if t.second % 5 == 0]
+    keys = [f"tenant-{i}" for i in range(1, RUNTIME_SCHEDULES + 1)]
+    expected += [("chaos-00", k, t) for k in keys for t in seconds]
     suicides = [r for r in schedule if r["job_name"] == "chaos-suicide"]
     starts = Counter(
-        (e["job_name"], e["scheduled_for"]) for e in execs if e["trigger"] == "schedule"
+        (e["job_name"], e["schedule_key"], e["scheduled_for"])
+        for e in execs
+        if e["trigger"] == "schedule"
     )
     run_starts = Counter(e["run_id"] for e in execs)
     lost = [r for r in runs if (r["message"] or "").startswith("runner lost")]
@@ -180,8 +196,8 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         f"chaos summary over {SECONDS:g}s: {kills} runner SIGKILLs, {db_restarts} database "
         f"restart(s), {spawned} runner processes",
         f"ticks expected in window : {len(expected)} "
-        f"({CHAOS_JOBS} jobs x {len(seconds)} s, a loop blocker every 3 s, a worker "
-        "killer every 5 s)",
+        f"({CHAOS_JOBS} jobs and {RUNTIME_SCHEDULES} runtime schedules x {len(seconds)} s, "
+        "a loop blocker every 3 s, a worker killer every 5 s)",
         f"ticks with exactly 1 row : {sum(1 for k in expected if tick_rows[k] == 1)}",
         f"ticks with 0 rows        : {sum(1 for k in expected if tick_rows[k] == 0)}",
         f"ticks with >1 rows       : {sum(1 for n in tick_rows.values() if n > 1)}",
@@ -207,12 +223,23 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
     assert max(run_starts.values()) == 1, run_starts.most_common(3)
     for e in execs:
         run = by_id[e["run_id"]]
-        assert (run["job_name"], run["trigger"], run["scheduled_for"], run["attempt"]) == (
+        assert (
+            run["job_name"],
+            run["schedule_key"],
+            run["trigger"],
+            run["scheduled_for"],
+            run["attempt"],
+            run["params"],
+        ) == (
             e["job_name"],
+            e["schedule_key"],
             e["trigger"],
             e["scheduled_for"],
             e["attempt"],
+            e["params"],
         ), (e, run)
+        if e["schedule_key"] != "default":  # each tick carries its own schedule's params
+            assert e["params"] == {"tenant": int(e["schedule_key"].removeprefix("tenant-"))}
 
     # Every tick in the window has exactly one schedule row: a run, or a skip with its reason.
     missing = [k for k in expected if tick_rows[k] == 0]
