@@ -44,6 +44,35 @@ def test_requester_may_request_and_read_but_not_rewrite_history(dsn: str) -> Non
                 conn.execute(statement)  # type: ignore[arg-type]
 
 
+def test_requester_may_add_edit_and_remove_runtime_schedules_only(dsn: str) -> None:
+    import pgsched as api
+
+    assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
+    query(
+        dsn,
+        "INSERT INTO pgsched.runs (job_name, trigger, status, scheduled_for, schedule_key) "
+        "VALUES ('echo-params', 'schedule', 'pending', now() + interval '1 hour', 't-1')",
+    )
+    requester = _role(dsn, "requester")
+    with psycopg.connect(requester, autocommit=True) as conn:
+        sched = api.add_schedule(conn, "echo-params", key="t-1", cron="@daily", params={"t": 1})
+        assert sched.next_run_at is not None
+        conn.execute("UPDATE pgsched.schedules SET params = '{\"t\": 2}' WHERE key = 't-1'")
+        denied = [
+            "UPDATE pgsched.schedules SET error = 'x'",
+            "UPDATE pgsched.schedules SET next_run_at = now()",
+            "UPDATE pgsched.schedules SET source = 'code'",
+        ]
+        for statement in denied:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)  # type: ignore[arg-type]
+        # deleting cancels the schedule's waiting ticks, which the requester may not write
+        # itself (the trigger does, as the schema's owner)
+        assert api.remove_schedule(conn, "echo-params", "t-1") is True
+    (run,) = query(dsn, "SELECT status, message FROM pgsched.runs WHERE schedule_key = 't-1'")
+    assert run["status"] == "cancelled" and "'t-1'" in run["message"]
+
+
 def test_reader_may_only_select(dsn: str) -> None:
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
     reader = _role(dsn, "reader")
