@@ -423,3 +423,41 @@ def test_upgrading_a_database_with_history_from_0_1_keeps_every_tick_once(
         f"0.1 -> 0007 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
         f"next tick kept ({job['next_run_at']:%H:%M:%S}), {len(ticks)} ticks after it, once each"
     )
+
+
+def test_sync_owns_the_default_row_and_leaves_runtime_rows_alone(dsn: str, tmp_path: Path) -> None:
+    prepared(dsn)
+    with psycopg.connect(dsn) as conn:
+        pgsched.add_schedule(conn, "coded", key="zoned", cron="0 0 9 * * *", timezone="UTC")
+        pgsched.add_schedule(conn, "coded", key="follows-job", cron="0 0 9 * * *")
+        conn.commit()
+
+    def state() -> dict[str, dict[str, object]]:
+        rows = query(
+            dsn,
+            "SELECT key, cron, timezone, source, next_run_at, updated_at FROM pgsched.schedules "
+            "WHERE job_name = 'coded'",
+        )
+        return {r["key"]: r for r in rows}
+
+    before = state()
+    assert before["default"]["source"] == "code" and before["default"]["cron"] == "* * * * * *"
+    override = tmp_path / "override.yaml"
+    override.write_text(
+        "scheduler:\n  jobs:\n    - extension: tenants\n      job: coded\n"
+        "      schedule: '*/2 * * * * *'\n      timezone: Europe/Berlin\n"
+    )
+    assert cli("--app", APP, "sync", dsn=dsn, profile=override).returncode == 0
+    after = state()
+    assert (after["default"]["cron"], after["default"]["source"]) == ("*/2 * * * * *", "profile")
+    assert after["default"]["next_run_at"] is not None
+    # the runtime rows' definitions are untouched; the one in the job's zone is computed again
+    for key in ("zoned", "follows-job"):
+        assert after[key]["cron"] == before[key]["cron"]
+        assert after[key]["updated_at"] == before[key]["updated_at"]
+    assert after["zoned"]["next_run_at"] == before["zoned"]["next_run_at"]
+    assert after["follows-job"]["next_run_at"] is None, "a runner recomputes it in Berlin time"
+    assert cli("--app", APP, "sync", dsn=dsn).returncode == 0  # the override removed
+    again = state()
+    assert (again["default"]["cron"], again["default"]["source"]) == ("* * * * * *", "code")
+    assert set(again) == {"default", "zoned", "follows-job"}
