@@ -21,6 +21,9 @@ CREATE TABLE {schema}.schedules (
     source          text NOT NULL DEFAULT 'runtime' CHECK (source IN ('code', 'profile', 'runtime')),
     next_run_at     timestamptz,                 -- computed by pgsched; NULL until validated
     error           text,                        -- why it cannot fire; NULL when valid
+    -- its job is enabled, not paused, not orphaned: kept by the triggers below, so the due
+    -- index leaves out every schedule of a paused or disabled job
+    job_active      boolean NOT NULL DEFAULT true,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT schedules_job_key UNIQUE (job_name, key),
@@ -29,12 +32,18 @@ CREATE TABLE {schema}.schedules (
     CONSTRAINT schedules_key_default_is_the_code_schedule CHECK ((key = 'default') = (source <> 'runtime'))
 );
 
--- Due schedules only: the tick claim walks this, so its cost follows due schedules.
+-- Schedules that can fire only: the tick claim walks this, so its cost follows due
+-- schedules, not those of paused, disabled or orphaned jobs.
 CREATE INDEX schedules_due_idx ON {schema}.schedules (next_run_at)
-    WHERE enabled AND NOT paused AND error IS NULL AND next_run_at IS NOT NULL;
+    WHERE enabled AND NOT paused AND job_active AND error IS NULL AND next_run_at IS NOT NULL;
 -- A job's next tick over all its schedules (jobs list, metrics, explain): the first entry.
 CREATE INDEX schedules_job_due_idx ON {schema}.schedules (job_name, next_run_at)
     WHERE enabled AND NOT paused AND error IS NULL AND next_run_at IS NOT NULL;
+-- The claim reads schedules now; jobs.next_run_at is only a copy, and without an index on
+-- it the copy written at each tick is a HOT update.
+DROP INDEX {schema}.jobs_due_idx;
+-- Schedules that cannot fire (the overview's warning, jobs list): valid rows never enter it.
+CREATE INDEX schedules_error_idx ON {schema}.schedules (job_name) WHERE error IS NOT NULL;
 -- Rows written by plain SQL (or edited) that a runner has still to validate.
 CREATE INDEX schedules_unresolved_idx ON {schema}.schedules (id)
     WHERE next_run_at IS NULL AND error IS NULL;
@@ -42,10 +51,11 @@ ALTER TABLE {schema}.schedules SET (autovacuum_vacuum_scale_factor = 0.05, fillf
 
 -- Today's code/profile schedules become the default rows, with their next tick: nothing
 -- fires twice or is skipped across the upgrade.
-INSERT INTO {schema}.schedules (job_name, key, cron, source, next_run_at, created_at, updated_at)
+INSERT INTO {schema}.schedules (job_name, key, cron, source, next_run_at, created_at, updated_at,
+                                job_active)
 SELECT name, 'default', schedule,
        CASE WHEN overrides ? 'schedule' THEN 'profile' ELSE 'code' END,
-       next_run_at, created_at, updated_at
+       next_run_at, created_at, updated_at, enabled AND NOT paused AND NOT orphaned
 FROM {schema}.jobs WHERE schedule IS NOT NULL;
 
 -- Every existing run belongs to its job's default schedule (a constant default: no rewrite
@@ -111,8 +121,46 @@ CREATE TRIGGER schedules_notify_change
           OR (NEW.next_run_at IS NULL AND NEW.error IS NULL))
     EXECUTE FUNCTION {schema}.notify_schedules();
 
--- Deleting a schedule stops it: ticks of it still waiting to start are cancelled, and those
--- a runner claimed ahead of their time are asked to stop (the runner ends them `cancelled`
+-- job_active follows the job: set for new rows (once per statement, and only where the job
+-- is not active: a bulk insert for an active job writes nothing more), and kept when the job
+-- is paused, resumed, disabled, enabled, orphaned or adopted. Lock order: a job row, then its
+-- schedule rows, as every writer that waits does (claims and validation never wait).
+-- SECURITY DEFINER: a requester adds schedules and an operator pauses jobs without UPDATE
+-- on job_active.
+CREATE FUNCTION {schema}.schedules_follow_new_job_state() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE {schema}.schedules s SET job_active = false
+    FROM (SELECT DISTINCT job_name FROM added) a
+    JOIN {schema}.jobs j ON j.name = a.job_name
+    WHERE s.job_name = a.job_name AND s.job_active
+      AND NOT (j.enabled AND NOT j.paused AND NOT j.orphaned);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER schedules_follow_job_on_insert
+    AFTER INSERT ON {schema}.schedules
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.schedules_follow_new_job_state();
+
+CREATE FUNCTION {schema}.schedules_follow_job_state() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE {schema}.schedules SET job_active = (NEW.enabled AND NOT NEW.paused AND NOT NEW.orphaned)
+    WHERE job_name = NEW.name
+      AND job_active IS DISTINCT FROM (NEW.enabled AND NOT NEW.paused AND NOT NEW.orphaned);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_schedules_follow_state
+    AFTER UPDATE OF enabled, paused, orphaned ON {schema}.jobs
+    FOR EACH ROW
+    WHEN ((OLD.enabled AND NOT OLD.paused AND NOT OLD.orphaned)
+          IS DISTINCT FROM (NEW.enabled AND NOT NEW.paused AND NOT NEW.orphaned))
+    EXECUTE FUNCTION {schema}.schedules_follow_job_state();
+
+-- Deleting a schedule stops it: ticks of it (and retries) still waiting to start are
+-- cancelled, and those a runner claimed ahead of their time are asked to stop (the runner ends them `cancelled`
 -- before they start; the NOTIFY of 0006 wakes it). Their history, like every run before,
 -- stays.
 -- SECURITY DEFINER: a requester may delete a schedule but not write runs itself.
@@ -121,13 +169,13 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE {schema}.runs r
     SET status = 'cancelled', finished_at = now(), cancel_requested_at = now(),
-        cancelled_by = current_user,
+        cancelled_by = session_user,  -- who deleted it (current_user is this function's owner)
         message = format('cancelled: schedule %L of this job was deleted before it started', g.key)
     FROM gone g
     WHERE r.job_name = g.job_name AND r.schedule_key = g.key
-      AND r.status = 'pending' AND r.trigger = 'schedule';
+      AND r.status = 'pending' AND r.trigger IN ('schedule', 'retry');
     UPDATE {schema}.runs r
-    SET cancel_requested_at = now(), cancelled_by = current_user
+    SET cancel_requested_at = now(), cancelled_by = session_user
     FROM gone g
     WHERE r.job_name = g.job_name AND r.schedule_key = g.key
       AND r.status = 'running' AND r.trigger = 'schedule' AND r.scheduled_for > now()
@@ -158,20 +206,27 @@ END $$;
 
 -- Roles granted before this revision: runners write schedules (sync, validation, claims),
 -- requesters may add and remove runtime schedules, readers read them.
+-- (A runner role has UPDATE on jobs; a requester, INSERT of runs.job_name; a reader, SELECT.)
 DO $$
 DECLARE role_name text;
-DECLARE privilege text;
 BEGIN
-    FOR role_name, privilege IN
-        SELECT DISTINCT r.rolname, acl.privilege_type
+    FOR role_name IN
+        SELECT DISTINCT r.rolname
         FROM pg_class c
         CROSS JOIN LATERAL aclexplode(c.relacl) acl
         JOIN pg_roles r ON r.oid = acl.grantee
-        WHERE c.oid = '{schema}.jobs'::regclass AND acl.privilege_type IN ('SELECT', 'UPDATE')
+        WHERE c.oid = '{schema}.jobs'::regclass AND acl.privilege_type = 'SELECT'
           AND acl.grantee <> c.relowner
     LOOP
-        IF privilege = 'UPDATE' THEN
+        IF has_table_privilege(role_name, '{schema}.jobs', 'UPDATE') THEN
             EXECUTE 'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {schema}.schedules TO '
+                    || quote_ident(role_name);
+        ELSIF has_column_privilege(role_name, '{schema}.runs', 'job_name', 'INSERT') THEN
+            EXECUTE 'GRANT SELECT, DELETE ON TABLE {schema}.schedules TO '
+                    || quote_ident(role_name);
+            EXECUTE 'GRANT INSERT (job_name, key, cron, timezone, params, enabled, paused, '
+                    || 'next_run_at), UPDATE (cron, timezone, params, enabled, paused, '
+                    || 'next_run_at, error) ON TABLE {schema}.schedules TO '
                     || quote_ident(role_name);
         ELSE
             EXECUTE 'GRANT SELECT ON TABLE {schema}.schedules TO ' || quote_ident(role_name);

@@ -15,14 +15,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {role};  -- (0007)
 
 -- name: requester
 -- May request a manual run (only job_name and params: it cannot forge a status or a result),
--- add, edit and remove runtime schedules (not their computed columns), and read history;
+-- add, edit and remove runtime schedules, and read history;
 -- may not change history, jobs or runners.
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions,
                 {schema}.definitions, {schema}.schedules TO {role};
 GRANT INSERT (job_name, params) ON {schema}.runs TO {role};
+-- (next_run_at and error: add_schedule writes the first tick it computed, and replace clears
+-- the error; a runner recomputes both of any row whose cron or zone changes.)
 GRANT INSERT (job_name, key, cron, timezone, params, enabled, paused, next_run_at),
-      UPDATE (cron, timezone, params, enabled, paused), DELETE
+      UPDATE (cron, timezone, params, enabled, paused, next_run_at, error), DELETE
     ON {schema}.schedules TO {role};
 
 -- name: reader

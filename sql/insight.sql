@@ -96,8 +96,8 @@ WITH unclaimed AS (
     SELECT s.job_name, count(*) AS n, min(s.next_run_at) AS since
     FROM {schema}.schedules s
     JOIN {schema}.jobs j ON j.name = s.job_name
-    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
-      AND s.next_run_at < now() - interval '1 second'
+    WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+      AND s.next_run_at IS NOT NULL AND s.next_run_at < now() - interval '1 second'
       AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND s.next_run_at < now() - j.misfire_grace
     GROUP BY s.job_name

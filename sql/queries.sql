@@ -69,7 +69,8 @@ WITH ahead_ticks AS (
 ), share AS (
     SELECT greatest(0, ceil((a.claimed + (
                SELECT count(*) FROM {schema}.schedules d
-               WHERE d.enabled AND NOT d.paused AND d.error IS NULL AND d.next_run_at IS NOT NULL
+               WHERE d.enabled AND NOT d.paused AND d.job_active AND d.error IS NULL
+                 AND d.next_run_at IS NOT NULL
                  AND d.next_run_at > now()
                  AND d.next_run_at <= now() + make_interval(secs => %(lookahead)s)))::numeric
                / greatest(1, (SELECT count(*) FROM {schema}.runners
@@ -84,7 +85,8 @@ WITH ahead_ticks AS (
            extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
     FROM {schema}.schedules s
     JOIN {schema}.jobs j ON j.name = s.job_name
-    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
+    WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+      AND s.next_run_at IS NOT NULL
       AND s.next_run_at <= now()
       AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND EXISTS (SELECT 1 FROM {schema}.definitions d  -- only jobs this runner's code defines
@@ -98,7 +100,8 @@ WITH ahead_ticks AS (
            extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
     FROM {schema}.schedules s
     JOIN {schema}.jobs j ON j.name = s.job_name
-    WHERE s.enabled AND NOT s.paused AND s.error IS NULL AND s.next_run_at IS NOT NULL
+    WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+      AND s.next_run_at IS NOT NULL
       AND s.next_run_at > now() AND s.next_run_at <= now() + make_interval(secs => %(lookahead)s)
       AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND EXISTS (SELECT 1 FROM {schema}.definitions d
@@ -136,7 +139,10 @@ LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
 
 -- name: record_ticks
 -- Step 3, same transaction: advance each schedule's next_run_at (and the job's, for its
--- default schedule: pgsched.jobs.next_run_at is the code/profile schedule's next tick), and
+-- default schedule: pgsched.jobs.next_run_at is the code/profile schedule's next tick; a job
+-- row someone is writing at this instant (a pause, a sync) is skipped, so a claim never waits
+-- for a job row while it holds schedule rows, the lock order of those writers: job, then its
+-- schedules. Its copy catches up at the next tick.), and
 -- write one row per tick with the schedule's params (all lists as JSON, like finish_runs).
 -- A schedule the planner could not read gets `error` and stops. Rows this runner starts now
 -- are 'running' under a fresh lease; the unique key refuses a second row per tick.
@@ -151,6 +157,9 @@ WITH plans AS (
     UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
     FROM plans a
     WHERE j.name = a.name AND a.key = 'default'
+      AND j.name IN (SELECT x.name FROM {schema}.jobs x  -- never wait for a job row: see below
+                     WHERE x.name IN (SELECT name FROM plans WHERE key = 'default')
+                     FOR NO KEY UPDATE SKIP LOCKED)
 )
 INSERT INTO {schema}.runs AS r (job_name, schedule_key, trigger, status, scheduled_for,
                                run_after, started_at, finished_at, runner, lease, message,
@@ -271,13 +280,19 @@ WITH gone AS (
     SELECT job_name, schedule_key, min(scheduled_for) AS tick FROM gone
     GROUP BY job_name, schedule_key
 ), back AS (
+    -- a row edited meanwhile (next_run_at NULL: to be validated) or broken keeps that state
     UPDATE {schema}.schedules s SET next_run_at = least(s.next_run_at, g.tick)
     FROM earliest g
     WHERE s.job_name = g.job_name AND s.key = g.schedule_key
+      AND s.next_run_at IS NOT NULL AND s.error IS NULL
 ), back_default AS (
     UPDATE {schema}.jobs j SET next_run_at = least(j.next_run_at, g.tick)
     FROM earliest g
     WHERE j.name = g.job_name AND g.schedule_key = 'default'
+      AND j.name IN (SELECT x.name FROM {schema}.jobs x  -- never wait: see record_ticks
+                     WHERE x.name IN (SELECT job_name FROM earliest
+                                      WHERE schedule_key = 'default')
+                     FOR NO KEY UPDATE SKIP LOCKED)
 )
 SELECT id FROM gone
 
@@ -291,8 +306,8 @@ SELECT pg_notify({channel}, 'run')
 -- Only work of jobs this runner's code defines counts.
 SELECT extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
                            JOIN {schema}.jobs j ON j.name = s.job_name
-                           WHERE s.enabled AND NOT s.paused AND s.error IS NULL
-                             AND s.next_run_at IS NOT NULL
+                           WHERE s.enabled AND NOT s.paused AND s.job_active
+                             AND s.error IS NULL AND s.next_run_at IS NOT NULL
                              AND j.enabled AND NOT j.paused AND NOT j.orphaned
                              AND EXISTS (SELECT 1 FROM {schema}.definitions d
                                          WHERE d.code_version = %(code_version)s
@@ -711,6 +726,9 @@ WITH found AS (
     UPDATE {schema}.jobs j SET next_run_at = d.next_run_at
     FROM done d
     WHERE j.name = d.job_name AND d.key = 'default'
+      AND j.name IN (SELECT x.name FROM {schema}.jobs x  -- never wait: see record_ticks
+                     WHERE x.name IN (SELECT job_name FROM done WHERE key = 'default')
+                     FOR NO KEY UPDATE SKIP LOCKED)
 )
 SELECT CASE WHEN count(*) FILTER (WHERE next_run_at IS NOT NULL) > 0
             THEN pg_notify({channel}, 'jobs') END AS woken

@@ -58,10 +58,14 @@ def test_requester_may_add_edit_and_remove_runtime_schedules_only(dsn: str) -> N
         sched = api.add_schedule(conn, "echo-params", key="t-1", cron="@daily", params={"t": 1})
         assert sched.next_run_at is not None
         conn.execute("UPDATE pgsched.schedules SET params = '{\"t\": 2}' WHERE key = 't-1'")
+        replaced = api.add_schedule(
+            conn, "echo-params", key="t-1", cron="@hourly", if_exists="replace"
+        )
+        assert replaced.cron == "@hourly"
         denied = [
-            "UPDATE pgsched.schedules SET error = 'x'",
-            "UPDATE pgsched.schedules SET next_run_at = now()",
             "UPDATE pgsched.schedules SET source = 'code'",
+            "UPDATE pgsched.schedules SET job_active = false",
+            "UPDATE pgsched.schedules SET job_name = 'other'",
         ]
         for statement in denied:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

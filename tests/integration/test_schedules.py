@@ -461,3 +461,111 @@ def test_sync_owns_the_default_row_and_leaves_runtime_rows_alone(dsn: str, tmp_p
     again = state()
     assert (again["default"]["cron"], again["default"]["source"]) == ("* * * * * *", "code")
     assert set(again) == {"default", "zoned", "follows-job"}
+
+
+def test_a_tick_claim_never_waits_for_a_job_row_someone_holds(dsn: str, tmp_path: Path) -> None:
+    """Sync and `jobs pause` lock a job row, then its schedule rows; a tick claim holds
+    schedule rows and only copies the tick to the job row when nobody holds it: the two never
+    deadlock, and the tick fires while the job row is held."""
+    prepared(dsn)
+    with runners(dsn, tmp_path, apps=[APP], profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        with psycopg.connect(dsn) as holder:
+            holder.execute("SELECT 1 FROM pgsched.jobs WHERE name = 'coded' FOR NO KEY UPDATE")
+            held_at = db_now(dsn)
+            wait_until(
+                lambda: query(
+                    dsn,
+                    "SELECT 1 FROM schedule_exec WHERE job_name = 'coded' AND scheduled_for > %s",
+                    [held_at + timedelta(seconds=1)],
+                ),
+                15,
+                "ticks while the job row is held",
+                procs,
+            )
+            holder.rollback()
+        # the copy in pgsched.jobs catches up at the next claim
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM pgsched.jobs j JOIN pgsched.schedules s ON s.job_name = j.name "
+                "AND s.key = 'default' WHERE j.name = 'coded' AND j.next_run_at = s.next_run_at "
+                "AND j.next_run_at > now()",
+            ),
+            10,
+            "jobs.next_run_at to follow the schedule",
+            procs,
+        )
+        assert procs[0].terminate() == 0
+
+
+def test_schedules_of_a_paused_job_leave_the_due_index(dsn: str) -> None:
+    """A paused (or disabled, or orphaned) job's schedules are not in schedules_due_idx: the
+    claim does not wade through them, however many there are and however overdue."""
+    prepared(dsn)
+    query(
+        dsn,
+        "INSERT INTO pgsched.schedules (job_name, key, cron, next_run_at) "
+        "SELECT 'tenant-report', 't-' || i, '* * * * * *', now() - interval '1 hour' "
+        "FROM generate_series(1, 2000) AS i",
+    )
+    assert cli("--app", APP, "jobs", "pause", "tenant-report", dsn=dsn).returncode == 0
+    (row,) = query(
+        dsn,
+        "SELECT count(*) FILTER (WHERE job_active) AS active, count(*) AS total "
+        "FROM pgsched.schedules WHERE job_name = 'tenant-report'",
+    )
+    assert row == {"active": 0, "total": 2000}
+    from pgsched.queries import named_queries
+
+    claim = named_queries("pgsched")["seconds_until_due"]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(named_queries("pgsched")["plan_by_index"])
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + claim, {"code_version": "x"}
+        ).fetchone()
+    assert plan is not None
+    text = json.dumps(plan[0])
+    assert "schedules_due_idx" in text
+    assert "Rows Removed by Join Filter" not in text or '"Rows Removed by Join Filter": 0' in text
+    assert cli("--app", APP, "jobs", "resume", "tenant-report", dsn=dsn).returncode == 0
+    (row,) = query(
+        dsn,
+        "SELECT count(*) FILTER (WHERE job_active) AS active FROM pgsched.schedules "
+        "WHERE job_name = 'tenant-report'",
+    )
+    assert row["active"] == 2000
+    # new rows of a paused job start inactive
+    assert cli("--app", APP, "jobs", "pause", "tenant-report", dsn=dsn).returncode == 0
+    query(
+        dsn,
+        "INSERT INTO pgsched.schedules (job_name, key, cron) "
+        "VALUES ('tenant-report', 'x', '@daily')",
+    )
+    (new,) = query(dsn, "SELECT job_active FROM pgsched.schedules WHERE key = 'x'")
+    assert new["job_active"] is False
+
+
+def test_downgrading_0007_keeps_one_run_per_tick_preferring_the_default_schedule(
+    dsn: str,
+) -> None:
+    from pgsched.migrate import downgrade, upgrade
+
+    prepared(dsn)
+    query(
+        dsn,
+        "INSERT INTO pgsched.runs (job_name, schedule_key, trigger, status, scheduled_for, "
+        "finished_at) VALUES "
+        "('coded', 'tenant-1', 'schedule', 'succeeded', '2026-01-01 10:00Z', now()), "
+        "('coded', 'default', 'schedule', 'succeeded', '2026-01-01 10:00Z', now()), "
+        "('coded', 'tenant-1', 'schedule', 'succeeded', '2026-01-01 10:01Z', now()), "
+        "('coded', 'tenant-2', 'schedule', 'succeeded', '2026-01-01 10:01Z', now())",
+    )
+    downgrade(dsn, "0006")
+    rows = query(
+        dsn, "SELECT id, scheduled_for FROM pgsched.runs WHERE job_name = 'coded' ORDER BY id"
+    )
+    assert [r["id"] for r in rows] == [2, 3], rows  # the default's 10:00, the first 10:01
+    upgrade(dsn)
+    (row,) = query(dsn, "SELECT count(*) AS n FROM pgsched.schedules WHERE key = 'default'")
+    assert row["n"] >= 2
