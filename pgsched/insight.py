@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from .cron import parse_schedule
 from .errors import ConfigError, CronError, UnknownJobError
 from .queries import DEFAULT_SCHEMA, named_queries
+from .schedules import schedule_state
 from .store import PooledSchema
 
 Row = dict[str, Any]
@@ -31,6 +32,9 @@ LATE_AFTER = 1.0
 """Seconds after its tick a run may start and still count as on time."""
 
 JOB_STATES: tuple[JobState, ...] = ("enabled", "paused", "disabled", "orphaned", "invalid")
+
+SCHEDULE_ERRORS_COUNTED = 1000
+"""The overview counts schedules that cannot fire up to this many ("1000 or more")."""
 
 
 class ActionRefused(ConfigError):
@@ -105,6 +109,8 @@ class ClusterSnapshot:
     overdue: dict[str, int]
     next_run: dict[str, float]
     last_success: dict[str, float]
+    schedules: dict[str, int] = field(default_factory=dict)  # jobs with at least one
+    schedules_invalid: dict[str, int] = field(default_factory=dict)  # jobs with some
 
 
 @dataclass(frozen=True)
@@ -172,9 +178,14 @@ class Insight(PooledSchema):
 
     async def overview(self, hours: int = 24, limit: int = 20) -> Row:
         """Live runners, running runs, recent failures (retry chains resolved), overdue and
-        missed ticks."""
+        missed ticks, and the schedules that cannot fire (`schedule_errors`: `n` counted up to
+        `SCHEDULE_ERRORS_COUNTED`, `jobs`, `first_job`)."""
         window = {"hours": hours, "limit": limit}
         return {
+            "schedule_errors": await self._one(
+                "schedule_errors", {"limit": SCHEDULE_ERRORS_COUNTED}
+            ),
+            "schedule_errors_counted": SCHEDULE_ERRORS_COUNTED,
             "runners": await self.live_runners(),
             "running": await self._all("running_runs", {"limit": 100}),
             "failures": await self._all("recent_failures", window),
@@ -228,6 +239,10 @@ class Insight(PooledSchema):
             last_success={
                 j["name"]: j["last_success"] for j in jobs if j["last_success"] is not None
             },
+            schedules={j["name"]: j["schedules"] for j in jobs if j["schedules"]},
+            schedules_invalid={
+                j["name"]: j["schedules_invalid"] for j in jobs if j["schedules_invalid"]
+            },
         )
 
     # --- jobs -------------------------------------------------------------------------------
@@ -235,7 +250,9 @@ class Insight(PooledSchema):
     async def jobs_page(
         self, q: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[Row], int]:
-        """One page of jobs (with state, schedule in words and tick strip) and the total.
+        """One page of jobs (with state, schedule in words and tick strip) and the total. Each
+        has `schedules` (how many), `schedule_errors` (how many cannot fire) and `next_tick`,
+        the earliest next tick over its schedules.
 
         "invalid" is decided in Python (the cron rules live there), so that filter reads the
         enabled jobs and keeps the invalid ones."""
@@ -281,6 +298,7 @@ class Insight(PooledSchema):
         schedules = await self.job_schedules(name)
         for s in schedules:
             s["words"] = describe_schedule(s["cron"], s["timezone"])
+            s["state"] = schedule_state(s)
         return {
             "job": job,
             "settings": settings_with_sources(job),
