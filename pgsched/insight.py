@@ -65,10 +65,11 @@ def job_state(row: Row) -> JobState:
 
 
 @functools.lru_cache(maxsize=4096)
-def describe_schedule(expression: str | None, timezone: str = "UTC") -> str:
-    """The schedule in words ("At 02:30, Europe/Berlin"), read as pgsched reads it: 6 fields,
-    seconds first (macros and 5-field forms expanded first, so cron-descriptor never guesses
-    the field order). Falls back to the expression when cron-descriptor is absent."""
+def describe_schedule(expression: str | None, timezone: str = "UTC", with_zone: bool = True) -> str:
+    """The schedule in words ("At 02:30, Europe/Berlin"; "At 02:30" without the zone, for a
+    table that shows it), read as pgsched reads it: 6 fields, seconds first (macros and 5-field
+    forms expanded first, so cron-descriptor never guesses the field order). Falls back to the
+    expression when cron-descriptor is absent."""
     if expression is None:
         return "manual only"
     try:
@@ -78,12 +79,12 @@ def describe_schedule(expression: str | None, timezone: str = "UTC") -> str:
     try:
         from cron_descriptor import Options, get_description
     except ImportError:  # the `web` extra is not installed
-        return f"{normalised} ({timezone})"
+        return f"{normalised} ({timezone})" if with_zone else normalised
     options = Options()
     options.use_24hour_time_format = True
     options.verbose = False
     text: str = get_description(normalised, options)
-    return f"{text}, {timezone}"
+    return f"{text}, {timezone}" if with_zone else text
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ class Insight(PooledSchema):
         job = await self.get_job(name)
         schedules = await self.job_schedules(name)
         for s in schedules:
-            s["words"] = describe_schedule(s["cron"], s["timezone"])
+            s["words"] = describe_schedule(s["cron"], s["timezone"], with_zone=False)
             s["state"] = schedule_state(s)
         return {
             "job": job,

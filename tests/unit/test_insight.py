@@ -23,6 +23,7 @@ from pgsched.schedules import schedule_state
 def test_schedules_in_words_read_seconds_first(expression: str, zone: str, words: str) -> None:
     pytest.importorskip("cron_descriptor")
     assert describe_schedule(expression, zone) == words
+    assert describe_schedule(expression, zone, with_zone=False) == words.removesuffix(f", {zone}")
 
 
 def test_job_state_orphaned_wins_then_invalid_then_disabled_then_paused() -> None:
