@@ -31,6 +31,7 @@ from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import format_time, print_job, print_table, render_run
+from .schedules import schedule_state
 from .states import FINAL_STATUSES, RUN_STATUSES
 from .store import Store, check_reachable
 from .topology import Topology, resolve_topology
@@ -808,22 +809,12 @@ _SCHEDULE_COLUMNS = [
 ]
 
 
-def _schedule_state(row: dict[str, Any]) -> str:
-    if row.get("error"):
-        return "error"
-    if not row.get("enabled"):
-        return "disabled"
-    if row.get("paused"):
-        return "paused"
-    return "enabled" if row.get("next_run_at") else "validating"
-
-
 def _print_schedules(rows: list[dict[str, Any]], wide: bool) -> None:
     print_table(
         rows,
         _SCHEDULE_COLUMNS,
         derive={
-            "state": _schedule_state,
+            "state": schedule_state,
             "next_run_at": lambda r: _next_run({**r, "timezone": r["zone"]}, UTC),
             "params": lambda r: json.dumps(r["params"]) if r["params"] else "",
         },

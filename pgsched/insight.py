@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from .cron import parse_schedule
 from .errors import ConfigError, CronError, UnknownJobError
 from .queries import DEFAULT_SCHEMA, named_queries
+from .schedules import schedule_state
 from .store import PooledSchema
 
 Row = dict[str, Any]
@@ -31,6 +32,9 @@ LATE_AFTER = 1.0
 """Seconds after its tick a run may start and still count as on time."""
 
 JOB_STATES: tuple[JobState, ...] = ("enabled", "paused", "disabled", "orphaned", "invalid")
+
+SCHEDULE_ERRORS_COUNTED = 1000
+"""The overview counts schedules that cannot fire up to this many ("1000 or more")."""
 
 
 class ActionRefused(ConfigError):
@@ -61,10 +65,11 @@ def job_state(row: Row) -> JobState:
 
 
 @functools.lru_cache(maxsize=4096)
-def describe_schedule(expression: str | None, timezone: str = "UTC") -> str:
-    """The schedule in words ("At 02:30, Europe/Berlin"), read as pgsched reads it: 6 fields,
-    seconds first (macros and 5-field forms expanded first, so cron-descriptor never guesses
-    the field order). Falls back to the expression when cron-descriptor is absent."""
+def describe_schedule(expression: str | None, timezone: str = "UTC", with_zone: bool = True) -> str:
+    """The schedule in words ("At 02:30, Europe/Berlin"; "At 02:30" without the zone, for a
+    table that shows it), read as pgsched reads it: 6 fields, seconds first (macros and 5-field
+    forms expanded first, so cron-descriptor never guesses the field order). Falls back to the
+    expression when cron-descriptor is absent."""
     if expression is None:
         return "manual only"
     try:
@@ -74,12 +79,12 @@ def describe_schedule(expression: str | None, timezone: str = "UTC") -> str:
     try:
         from cron_descriptor import Options, get_description
     except ImportError:  # the `web` extra is not installed
-        return f"{normalised} ({timezone})"
+        return f"{normalised} ({timezone})" if with_zone else normalised
     options = Options()
     options.use_24hour_time_format = True
     options.verbose = False
     text: str = get_description(normalised, options)
-    return f"{text}, {timezone}"
+    return f"{text}, {timezone}" if with_zone else text
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class ClusterSnapshot:
     overdue: dict[str, int]
     next_run: dict[str, float]
     last_success: dict[str, float]
+    schedules: dict[str, int] = field(default_factory=dict)  # jobs with at least one
+    schedules_invalid: dict[str, int] = field(default_factory=dict)  # jobs with some
 
 
 @dataclass(frozen=True)
@@ -172,9 +179,14 @@ class Insight(PooledSchema):
 
     async def overview(self, hours: int = 24, limit: int = 20) -> Row:
         """Live runners, running runs, recent failures (retry chains resolved), overdue and
-        missed ticks."""
+        missed ticks, and the schedules that cannot fire (`schedule_errors`: `n` counted up to
+        `SCHEDULE_ERRORS_COUNTED`, `jobs`, `first_job`)."""
         window = {"hours": hours, "limit": limit}
         return {
+            "schedule_errors": await self._one(
+                "schedule_errors", {"limit": SCHEDULE_ERRORS_COUNTED}
+            ),
+            "schedule_errors_counted": SCHEDULE_ERRORS_COUNTED,
             "runners": await self.live_runners(),
             "running": await self._all("running_runs", {"limit": 100}),
             "failures": await self._all("recent_failures", window),
@@ -228,6 +240,10 @@ class Insight(PooledSchema):
             last_success={
                 j["name"]: j["last_success"] for j in jobs if j["last_success"] is not None
             },
+            schedules={j["name"]: j["schedules"] for j in jobs if j["schedules"]},
+            schedules_invalid={
+                j["name"]: j["schedules_invalid"] for j in jobs if j["schedules_invalid"]
+            },
         )
 
     # --- jobs -------------------------------------------------------------------------------
@@ -235,7 +251,9 @@ class Insight(PooledSchema):
     async def jobs_page(
         self, q: str | None = None, state: str | None = None, limit: int = 50, offset: int = 0
     ) -> tuple[list[Row], int]:
-        """One page of jobs (with state, schedule in words and tick strip) and the total.
+        """One page of jobs (with state, schedule in words and tick strip) and the total. Each
+        has `schedules` (how many), `schedule_errors` (how many cannot fire) and `next_tick`,
+        the earliest next tick over its schedules.
 
         "invalid" is decided in Python (the cron rules live there), so that filter reads the
         enabled jobs and keeps the invalid ones."""
@@ -280,7 +298,8 @@ class Insight(PooledSchema):
         job = await self.get_job(name)
         schedules = await self.job_schedules(name)
         for s in schedules:
-            s["words"] = describe_schedule(s["cron"], s["timezone"])
+            s["words"] = describe_schedule(s["cron"], s["timezone"], with_zone=False)
+            s["state"] = schedule_state(s)
         return {
             "job": job,
             "settings": settings_with_sources(job),

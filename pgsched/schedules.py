@@ -18,8 +18,22 @@ from .cron import CronSchedule, parse_schedule
 from .errors import CronError
 
 ScheduleSource = Literal["code", "profile", "runtime"]
+ScheduleState = Literal["enabled", "paused", "disabled", "validating", "error"]
 IfExists = Literal["error", "replace", "keep"]
 DEFAULT_KEY = "default"  # the code/profile schedule's key; sync owns that row
+
+
+def schedule_state(row: Mapping[str, Any]) -> ScheduleState:
+    """One word for a schedule row on its own (its job may still be paused or disabled):
+    `error` when a runner found it cannot fire, `validating` while a row written by SQL waits
+    for a runner to compute its first tick."""
+    if row.get("error"):
+        return "error"
+    if not row.get("enabled"):
+        return "disabled"
+    if row.get("paused"):
+        return "paused"
+    return "enabled" if row.get("next_run_at") else "validating"
 
 
 @dataclass(frozen=True)

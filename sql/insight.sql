@@ -10,8 +10,8 @@
 --   waiting pending or running but not started yet,
 --   late    started more than %(late_after)s seconds after its tick,
 --   running / on_time otherwise.
--- The job's schedule is read from pgsched.jobs (schedule, timezone, next_run_at); when
--- schedules become rows of their own, the `job_schedules` query is where that changes.
+-- A job's schedules are rows of pgsched.schedules (sql/0007_schedules.sql); pgsched.jobs keeps
+-- the code/profile one (`schedule`, `next_run_at`), which `job_state` reads for "invalid".
 
 -- name: live_runners
 -- Runners whose heartbeat is within the lease timeout; `jobs run --inline` processes
@@ -115,6 +115,15 @@ GROUP BY job_name
 ORDER BY min(since)
 LIMIT %(limit)s
 
+-- name: schedule_errors
+-- Schedules that cannot fire, for the overview's warning: how many (up to `limit`), of how many
+-- jobs, and the first of those jobs by name. No index holds `error IS NOT NULL`, so while
+-- every schedule is valid this reads the whole table (a sequential scan); with some broken it
+-- stops at `limit` of them.
+SELECT count(*)::int AS n, count(DISTINCT b.job_name)::int AS jobs, min(b.job_name) AS first_job
+FROM (SELECT s.job_name FROM {schema}.schedules s WHERE s.error IS NOT NULL
+      LIMIT %(limit)s) b
+
 -- name: count_jobs
 -- How many jobs match the jobs page's search and state filter (for its pager).
 SELECT count(*) AS n
@@ -128,16 +137,26 @@ WHERE (%(q)s::text IS NULL OR strpos(lower(j.name), lower(%(q)s)) > 0
        OR (%(state)s = 'enabled' AND NOT j.orphaned AND j.enabled AND NOT j.paused))
 
 -- name: list_jobs
--- One page of jobs, by name, with the last finished run (a probe of runs_job_history_idx).
+-- One page of jobs, by name, with the last finished run (a probe of runs_job_history_idx) and
+-- its schedules: how many, how many cannot fire, and the earliest next tick over those that
+-- can (`next_tick`; `next_run_at` is the code/profile schedule's alone). The schedules are
+-- counted through schedules_job_key, so a job's cost follows its own schedules.
 SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
        j.orphaned, j.next_run_at, j.overlap, j.misfire,
-       last.status AS last_status, last.finished_at AS last_finished_at, last.id AS last_id
+       last.status AS last_status, last.finished_at AS last_finished_at, last.id AS last_id,
+       s.total AS schedules, s.errors AS schedule_errors, s.next_tick
 FROM {schema}.jobs j
 LEFT JOIN LATERAL (
     SELECT r.id, r.status, r.finished_at FROM {schema}.runs r
     WHERE r.job_name = j.name AND r.finished_at IS NOT NULL
     ORDER BY r.id DESC LIMIT 1
 ) last ON true
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS total, count(*) FILTER (WHERE x.error IS NOT NULL)::int AS errors,
+           min(x.next_run_at) FILTER (WHERE x.enabled AND NOT x.paused AND x.error IS NULL)
+               AS next_tick
+    FROM {schema}.schedules x WHERE x.job_name = j.name
+) s
 WHERE (%(q)s::text IS NULL OR strpos(lower(j.name), lower(%(q)s)) > 0
        OR strpos(lower(j.extension), lower(%(q)s)) > 0)
   AND (%(state)s::text IS NULL
@@ -184,8 +203,9 @@ FROM {schema}.jobs j WHERE j.name = %(name)s
 -- name: job_schedules
 -- A job's schedules (pgsched.schedules): the code/profile one first, then those that cannot
 -- fire, then by key; the first `limit` (schedule_counts has the totals).
-SELECT s.key, s.cron, coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, s.source,
-       s.params, s.enabled, s.paused, s.error
+SELECT s.key, s.cron, coalesce(s.timezone, j.timezone) AS timezone,
+       s.timezone IS NULL AS job_zone, s.next_run_at, s.source, s.params, s.enabled, s.paused,
+       s.error
 FROM {schema}.schedules s
 JOIN {schema}.jobs j ON j.name = s.job_name
 WHERE s.job_name = %(name)s
@@ -294,9 +314,10 @@ LIMIT %(limit)s
 
 -- name: metrics_jobs
 -- Per job: the next tick of any of its schedules (schedules_job_due_idx; NULL: manual-only,
--- paused, disabled or orphaned) and the last
--- success, one probe of runs_job_history_idx per job: it reads back from the newest run to
--- the newest success, so its cost follows the runs since then, not the history.
+-- paused, disabled or orphaned), the last success, one probe of runs_job_history_idx per
+-- job: it reads back from the newest run to the newest success, so its cost follows the runs
+-- since then, not the history; and how many schedules it has and how many cannot fire, from
+-- one pass over pgsched.schedules grouped by job (0 for a job without any).
 SELECT j.name,
        CASE WHEN j.enabled AND NOT j.paused AND NOT j.orphaned
             THEN extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
@@ -306,8 +327,15 @@ SELECT j.name,
        END AS next_run,
        (SELECT extract(epoch FROM r.finished_at)::float8 FROM {schema}.runs r
         WHERE r.job_name = j.name AND r.status = 'succeeded'
-        ORDER BY r.id DESC LIMIT 1) AS last_success
+        ORDER BY r.id DESC LIMIT 1) AS last_success,
+       coalesce(c.total, 0) AS schedules, coalesce(c.errors, 0) AS schedules_invalid
 FROM {schema}.jobs j
+LEFT JOIN (
+    SELECT x.job_name, count(*)::int AS total,
+           count(*) FILTER (WHERE x.error IS NOT NULL)::int AS errors
+    FROM {schema}.schedules x
+    GROUP BY x.job_name
+) c ON c.job_name = j.name
 WHERE NOT j.orphaned
 
 -- name: metrics_in_flight

@@ -87,6 +87,16 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+def compact(value: Any) -> str:
+    """JSON on one line, as it would be typed: `{"tenant": 42}`."""
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 error`, `3 errors`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("pgsched.web", "templates"),
@@ -94,7 +104,15 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, ago=ago, seconds=seconds, pretty=pretty, urlpart=quote)
+    env.filters.update(
+        when=when,
+        ago=ago,
+        seconds=seconds,
+        pretty=pretty,
+        compact=compact,
+        plural=plural,
+        urlpart=quote,
+    )
     return env
 
 

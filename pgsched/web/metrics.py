@@ -3,8 +3,9 @@
 One custom collector turns a `ClusterSnapshot` (read by `Insight.cluster_snapshot`, a handful
 of index-backed queries) into Prometheus families; register it in any `CollectorRegistry`.
 Collection is synchronous in prometheus_client while the read is async, so `/metrics` reads
-first and renders second. Per-job series of pending, running and overdue work exist only for
-jobs that have some: at 100,000 jobs a zero for each would be most of the scrape.
+first and renders second. Per-job series of pending, running and overdue work, of schedules
+and of invalid schedules exist only for jobs that have some: at 100,000 jobs a zero for each
+would be most of the scrape.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ PER_JOB: tuple[tuple[str, str, PerJob], ...] = (
         "pgsched_ticks_overdue",
         "Ticks past their misfire grace that no runner has started, by job.",
         lambda s: s.overdue,
+    ),
+    (
+        "pgsched_schedules",
+        "Schedules of the job (rows of pgsched.schedules); absent for a manual-only job.",
+        lambda s: s.schedules,
+    ),
+    (
+        "pgsched_schedules_invalid",
+        "Schedules of the job that cannot fire (their error is set); absent when none.",
+        lambda s: s.schedules_invalid,
     ),
 )
 

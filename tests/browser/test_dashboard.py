@@ -119,8 +119,27 @@ def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
     from pgsched.web import Credentials, create_app
 
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
+    # tick-every-two: its code schedule, one added from the CLI, and one inserted by SQL with a
+    # bad expression, which the runner below marks as unable to fire
+    added = pgsched(
+        "schedules", "add", "tick-every-two", "tenant-42", "0 30 9 * * 1-5",
+        "--timezone", "Europe/Berlin", "-p", "tenant=42", "-p", "region=eu", dsn=dsn,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    query(
+        dsn,
+        "INSERT INTO pgsched.schedules (job_name, key, cron, params) "
+        "VALUES ('tick-every-two', 'tenant-7', '0 61 * * * *', '{\"tenant\": 7}')",
+    )
     with runners(dsn, tmp_path) as procs:
         wait_registered(dsn, 1, procs)
+        wait_until(
+            lambda: query(dsn, "SELECT error FROM pgsched.schedules WHERE key = 'tenant-7'")[0][
+                "error"
+            ],
+            what="the runner to mark the bad schedule",
+            procs=procs,
+        )
         wait_until(
             lambda: query(
                 dsn,
@@ -153,12 +172,40 @@ def test_operator_finds_a_job_runs_it_watches_it_finish_and_pauses_it(
 
                 page.goto(base + "/")
                 page.wait_for_selector("text=live runners")
+                warning = page.locator("#schedule-errors")
+                assert "1 schedule cannot fire" in warning.inner_text()
                 shot(page, "overview.png", tmp_path)
 
-                # find the job through the search, and see its tick strip
-                page.click("text=Jobs")
+                # the warning leads to the job, whose page shows all three schedules
+                warning.locator("a", has_text="tick-every-two").click()
+                page.wait_for_url("**/jobs/tick-every-two#schedules")
+                keys = page.locator("#schedules tr[data-schedule]")
+                keys.first.wait_for()
+                assert [keys.nth(i).get_attribute("data-schedule") for i in range(3)] == [
+                    "default",
+                    "tenant-7",
+                    "tenant-42",
+                ]
+                broken = page.locator("tr[data-schedule='tenant-7']")
+                assert broken.locator(".state").inner_text() == "error"
+                error = page.locator("#schedules tr.schedule-error .alert").inner_text()
+                assert "'0 61 * * * *'" in error and "delete the row" in error  # in full
+                tenant = page.locator("tr[data-schedule='tenant-42']")
+                assert '{"region": "eu", "tenant": 42}' in tenant.inner_text()
+                assert "CE" in tenant.locator("td.t").inner_text()  # Berlin time, CET or CEST
+                page.wait_for_selector("#chart .uplot")
+                shot(page, "job-schedules.png", tmp_path)
+
+                # find the job through the search, and see its tick strip and its schedules
+                page.locator("header.top nav a", has_text="Jobs").click()
                 page.locator("tr[data-job='tick-every-two'] .strip a.tick").first.wait_for()
+                two = page.locator("tr[data-job='tick-every-two']")
+                assert two.locator("td.schedules").inner_text() == "3 1 error"
+                assert page.locator("tr[data-job] .badge").count() == 1
                 shot(page, "jobs.png", tmp_path)
+                two.locator(".badge", has_text="1 error").click()
+                page.wait_for_selector("#schedules tr.schedule-error")
+                page.locator("header.top nav a", has_text="Jobs").click()
                 page.fill("input[name=q]", "every-second")
                 page.click("button:has-text('Filter')")
                 row = page.locator("tr[data-job='tick-every-second']")

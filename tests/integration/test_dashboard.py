@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Iterator
@@ -13,12 +14,15 @@ pytest.importorskip("starlette", reason="the dashboard needs pip install 'pgsche
 
 import warnings
 
+from markupsafe import escape
 from prometheus_client.parser import text_string_to_metric_families
 
 with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works
     warnings.simplefilter("ignore", DeprecationWarning)
     from starlette.testclient import TestClient
 
+import pgsched as api
+from pgsched.store import Store
 from pgsched.web import Credentials, create_app
 from tests.runners import pgsched, query, runners, wait_registered, wait_until
 
@@ -77,6 +81,49 @@ def known_state(dsn: str) -> None:
     )
 
 
+BAD_CRON = "0 61 * * * *"
+
+
+def validate_as_a_runner(dsn: str) -> list[str]:
+    """What a runner's validation duty does with rows written by SQL (Store.validate_schedules):
+    the errors it stored."""
+
+    async def go() -> list[str]:
+        store = Store(dsn)
+        await store.open()
+        try:
+            return (await store.validate_schedules())[1]
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def three_schedules(dsn: str) -> None:
+    """class-job: its code schedule ('default', 03:00 UTC), a runtime one added through the
+    Python API with params and a zone, and one inserted by SQL with a bad expression, which a
+    runner has marked as unable to fire."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        api.add_schedule(
+            conn,
+            "class-job",
+            "tenant-42",
+            "0 30 9 * * 1-5",
+            timezone="Europe/Berlin",
+            params={"tenant": 42, "region": "eu"},
+        )
+    query(
+        dsn,
+        "INSERT INTO pgsched.schedules (job_name, key, cron, params) "
+        "VALUES ('class-job', 'tenant-7', %s, '{\"tenant\": 7}')",
+        (BAD_CRON,),
+    )
+    (error,) = validate_as_a_runner(dsn)
+    assert "'tenant-7'" in error and BAD_CRON in error
+
+
 def test_metrics_parse_and_report_the_tables(client: TestClient, synced: str) -> None:
     known_state(synced)
     response = client.get("/metrics")
@@ -98,6 +145,105 @@ def test_metrics_parse_and_report_the_tables(client: TestClient, synced: str) ->
     )
     assert samples[("pgsched_job_next_run_timestamp_seconds", "class-job")] == next_run["t"]
     assert ("pgsched_job_next_run_timestamp_seconds", "echo-params") not in samples  # manual
+    assert samples[("pgsched_schedules", "class-job")] == 1
+    assert ("pgsched_schedules", "echo-params") not in samples  # manual only
+    assert not [s for s in samples if s[0] == "pgsched_schedules_invalid"]
+
+
+def test_metrics_count_schedules_and_those_that_cannot_fire(
+    client: TestClient, synced: str
+) -> None:
+    three_schedules(synced)
+    query(
+        synced,
+        "UPDATE pgsched.schedules SET next_run_at = now() + interval '5 s' WHERE key = 'tenant-42'",
+    )
+    samples = {
+        (s.name, s.labels.get("job")): s.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("pgsched_schedules", "class-job")] == 3
+    assert samples[("pgsched_schedules_invalid", "class-job")] == 1
+    assert ("pgsched_schedules_invalid", "tick-every-two") not in samples
+    (soonest,) = query(
+        synced,
+        "SELECT extract(epoch FROM next_run_at)::float8 AS t FROM pgsched.schedules "
+        "WHERE key = 'tenant-42'",
+    )
+    assert samples[("pgsched_job_next_run_timestamp_seconds", "class-job")] == soonest["t"]
+
+
+def test_job_page_lists_every_schedule_with_its_state_and_the_error_in_full(
+    client: TestClient, synced: str
+) -> None:
+    three_schedules(synced)
+    (error,) = query(synced, "SELECT error FROM pgsched.schedules WHERE key = 'tenant-7'")
+    page = client.get("/jobs/class-job", headers=AUTH).text
+    rows = dict(re.findall(r'<tr data-schedule="([^"]+)"[^>]*>(.*?)</tr>', page, re.S))
+    assert list(rows) == ["default", "tenant-7", "tenant-42"]  # default, broken, then by key
+    assert "<td>At 03:00</td>" in rows["default"] and ">code<" in rows["default"]
+    assert "st-enabled" in rows["default"] and "job's" in rows["default"]
+    berlin = rows["tenant-42"]
+    assert "<code>0 30 9 * * 1-5</code>" in berlin and "Europe/Berlin" in berlin
+    assert "{&#34;region&#34;: &#34;eu&#34;, &#34;tenant&#34;: 42}" in berlin  # compact JSON
+    assert ">runtime<" in berlin and "st-enabled" in berlin and " CE" in berlin  # CET/CEST
+    broken = rows["tenant-7"]
+    assert "st-error" in broken and "invalid schedule" in broken
+    assert f'<div class="alert">{escape(error["error"])}</div>' in page  # in full, not cut
+    assert "1 error" in page and "Manual only" not in page
+    assert "Manual only" in client.get("/jobs/echo-params", headers=AUTH).text
+
+
+def test_job_page_says_how_many_schedules_it_does_not_show(client: TestClient, synced: str) -> None:
+    query(
+        synced,
+        "INSERT INTO pgsched.schedules (job_name, key, cron) "
+        "SELECT 'echo-params', format('t-%s', lpad(i::text, 3, '0')), '0 0 * * * *' "
+        "FROM generate_series(1, 60) i",
+    )
+    page = client.get("/jobs/echo-params", headers=AUTH).text
+    assert "showing 50 of 60" in page and page.count("<tr data-schedule=") == 50
+    assert "st-validating" in page and "waits for a runner" in page  # not validated yet
+
+
+def test_jobs_page_counts_schedules_flags_errors_and_shows_the_earliest_tick(
+    client: TestClient, synced: str
+) -> None:
+    three_schedules(synced)
+    query(
+        synced,
+        "UPDATE pgsched.schedules SET next_run_at = '2030-01-02 03:04:05+00' "
+        "WHERE key = 'tenant-42'",
+    )
+    query(
+        synced,
+        "UPDATE pgsched.schedules SET next_run_at = '2030-06-01 00:00:00+00' "
+        "WHERE job_name = 'class-job' AND key = 'default'",
+    )
+    page = client.get("/jobs", headers=AUTH).text
+    rows = dict(re.findall(r'<tr data-job="([^"]+)">(.*?)</tr>', page, re.S))
+    assert re.search(
+        r'<td class="schedules"><a [^>]*>3</a> <a class="badge bad"', rows["class-job"]
+    )
+    assert "1 error</a>" in rows["class-job"]
+    assert "2030-01-02 03:04:05 UTC" in rows["class-job"]  # the runtime one, not the default
+    assert "badge" not in rows["tick-every-two"] and ">1</a>" in rows["tick-every-two"]
+    assert "manual only" in rows["echo-params"]
+
+
+def test_overview_warns_of_schedules_that_cannot_fire(client: TestClient, synced: str) -> None:
+    assert 'id="schedule-errors"' not in client.get("/", headers=AUTH).text
+    three_schedules(synced)
+    query(
+        synced,
+        "INSERT INTO pgsched.schedules (job_name, key, cron) VALUES ('sleeps', 'x', 'nope')",
+    )
+    validate_as_a_runner(synced)
+    page = client.get("/", headers=AUTH).text
+    (warning,) = re.findall(r'<p class="alert" id="schedule-errors">(.*?)</p>', page, re.S)
+    assert "2 schedules cannot fire" in warning and "in 2 jobs" in warning
+    assert 'href="/jobs/class-job#schedules"' in warning  # the first by name
 
 
 def test_pages_show_jobs_ticks_runs_and_zones(client: TestClient, synced: str) -> None:
@@ -119,7 +265,7 @@ def test_pages_show_jobs_ticks_runs_and_zones(client: TestClient, synced: str) -
     assert 'class="tick f-on_time"' in jobs and 'class="tick f-missed"' in jobs
     assert "class-job" not in jobs  # filtered out by the search
     job = client.get("/jobs/class-job", headers=AUTH).text
-    assert "At 03:00, UTC" in job and ">code<" in job
+    assert "At 03:00" in job and ">code<" in job
     (failed,) = query(synced, "SELECT id FROM pgsched.runs WHERE status = 'failed'")
     run = client.get(f"/runs/{failed['id']}", headers=AUTH).text
     assert "Retry chain" in run and " UTC" in run

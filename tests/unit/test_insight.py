@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgsched.insight import describe_schedule, job_state, settings_with_sources
+from pgsched.schedules import schedule_state
 
 
 @pytest.mark.parametrize(
@@ -22,6 +23,7 @@ from pgsched.insight import describe_schedule, job_state, settings_with_sources
 def test_schedules_in_words_read_seconds_first(expression: str, zone: str, words: str) -> None:
     pytest.importorskip("cron_descriptor")
     assert describe_schedule(expression, zone) == words
+    assert describe_schedule(expression, zone, with_zone=False) == words.removesuffix(f", {zone}")
 
 
 def test_job_state_orphaned_wins_then_invalid_then_disabled_then_paused() -> None:
@@ -31,6 +33,16 @@ def test_job_state_orphaned_wins_then_invalid_then_disabled_then_paused() -> Non
     assert job_state({**base, "enabled": False, "paused": True}) == "disabled"
     assert job_state({**base, "paused": True}) == "paused"
     assert job_state(base) == "enabled"
+
+
+def test_schedule_state_error_wins_then_disabled_then_paused_then_validating() -> None:
+    now = "2026-12-01T00:00:00Z"
+    base = {"enabled": True, "paused": False, "next_run_at": now, "error": None}
+    assert schedule_state(base) == "enabled"
+    assert schedule_state({**base, "error": "bad", "enabled": False}) == "error"
+    assert schedule_state({**base, "enabled": False, "paused": True}) == "disabled"
+    assert schedule_state({**base, "paused": True}) == "paused"
+    assert schedule_state({**base, "next_run_at": None}) == "validating"
 
 
 def test_each_setting_says_where_it_came_from() -> None:

@@ -29,9 +29,12 @@ def test_fast_rendering_matches_prometheus_client_including_escapes() -> None:
         overdue={"c": 4},
         next_run={"a": 1_700_000_000.25, "c": 1_600_000_000.0},
         last_success={"a": 1_700_000_000.0},
+        schedules={"a": 3, odd: 1},
+        schedules_invalid={"a": 1},
     )
     fast, reference = render_metrics(snapshot), render_metrics_reference(snapshot)
     assert samples(fast) == samples(reference)
     families = {f.name: f.type for f in text_string_to_metric_families(fast.decode())}
     assert families == {f.name: f.type for f in text_string_to_metric_families(reference.decode())}
     assert ("pgsched_runs_pending", (("job", odd),), 1.0) in samples(fast)
+    assert ("pgsched_schedules_invalid", (("job", "a"),), 1.0) in samples(fast)
