@@ -157,6 +157,7 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         wait_until(lambda: settled(dsn, procs), 60, "the final reap", procs)
         for p in procs:
             assert p.alive, f"{p.log_path.name} died on its own:\n{p.output()[-3000:]}"
+        stopping_at = db_now(dsn)
         codes = [p.terminate(30) for p in procs]
         assert codes == [0] * RUNNERS, codes
     finally:
@@ -192,6 +193,13 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
     skip_reasons = Counter(
         (r["message"] or "").split(";")[0] for r in schedule if r["status"] == "skipped"
     )
+    queued_at_stop = [
+        r
+        for r in runs
+        if r["status"] == "pending"
+        and r["trigger"] == "schedule"
+        and r["run_after"] >= stopping_at - timedelta(seconds=3)
+    ]
     summary = [
         f"chaos summary over {SECONDS:g}s: {kills} runner SIGKILLs, {db_restarts} database "
         f"restart(s), {spawned} runner processes",
@@ -211,7 +219,8 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         f"ticks started twice      : {sum(1 for n in starts.values() if n > 1)}",
         f"runs started twice       : {sum(1 for n in run_starts.values() if n > 1)}",
         f"executions w/o succeeded : {sum(1 for e in execs if e['run_id'] not in succeeded_ids)}",
-        f"rows not final           : {sum(1 for r in runs if r['status'] not in FINAL)}",
+        f"rows not final           : {sum(1 for r in runs if r['status'] not in FINAL)}"
+        f" ({len(queued_at_stop)} ticks queued in the last seconds before the stop)",
         f"skip reasons             : {dict(skip_reasons)}",
         f"os._exit(7) ticks        : {dict(Counter(r['message'] for r in suicides))}",
     ]
@@ -249,15 +258,17 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         if r["status"] in ("skipped", "failed"):
             assert r["message"], r
 
-    # Nothing is left running or waiting; every manual request reached a final state.
+    # Nothing is left running or waiting; every manual request reached a final state. A tick
+    # that fell due in the last moments before the graceful stop and lined up behind a run of
+    # its schedule waits, pending, for the next runner: that is its fate, not a loss.
     open_runs = [
         {k: r[k] for k in ("id", "job_name", "trigger", "status", "runner", "started_at")}
         for r in runs
-        if r["status"] not in FINAL
+        if r["status"] not in FINAL and r not in queued_at_stop
     ]
     assert not open_runs, f"{len(open_runs)} runs not final: {open_runs[:10]}"
     assert len(manual) >= requester.sent
-    assert all(r["finished_at"] is not None for r in runs)
+    assert all(r["finished_at"] is not None for r in runs if r not in queued_at_stop)
     for r in retries:
         assert r["retry_of"] in by_id and by_id[r["retry_of"]]["status"] == "failed", r
     for r in lost:

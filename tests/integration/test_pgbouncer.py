@@ -141,9 +141,18 @@ def test_three_runners_through_pgbouncer_keep_every_guarantee(
         requester.stop.set()
         requester.join(10)
         requests = requester.sent
-        wait_until(
-            lambda: _settled(dsn, requests, slow), 30, "every request to be final", survivors
-        )
+        try:
+            wait_until(
+                lambda: _settled(dsn, requests, slow), 30, "every request to be final", survivors
+            )
+        except AssertionError:
+            open_runs = query(
+                dsn,
+                "SELECT id, job_name, schedule_key, trigger, status, runner, run_after, "
+                "started_at, retry_of FROM pgsched.runs WHERE status IN ('pending', 'running')",
+            )
+            print(f"open runs: {open_runs}\nrunners: {query(dsn, 'SELECT * FROM pgsched.runners')}")
+            raise
         reaped_in = time.monotonic() - killed
         codes = [p.terminate(30) for p in survivors]
     assert codes == [0, 0], codes
