@@ -107,7 +107,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
     q = named_queries()
     out: dict[str, dict[str, Any]] = {}
     with psycopg.connect(dsn) as conn:  # one transaction, rolled back
-        conn.execute("ANALYZE pgsched.jobs; ANALYZE pgsched.runs")
+        conn.execute("ANALYZE pgsched.jobs; ANALYZE pgsched.schedules; ANALYZE pgsched.runs")
         conn.commit()
         conn.execute(
             "INSERT INTO pgsched.runs (job_name) SELECT 'bench-noop' FROM generate_series(1, 1000)"

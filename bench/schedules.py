@@ -16,8 +16,8 @@ Subcommands (each starts its own embedded PostgreSQL, fsync on, or uses --dsn):
 
     python bench/schedules.py compare --parent /work/wt-parent12 --rounds 2
         Side by side: `bench/fire_precision.py --jobs 1000 --runners 3 --seconds 60` in the
-        parent worktree (its own .venv) and in this one, alternated parent/new/parent/new, then
-        `lag` here; one table of the results.
+        parent worktree (its own .venv) and in this one, and `lag` here, alternated round after
+        round (parent/new/lag/parent/new/lag); one table of the results.
 
     python bench/schedules.py explain --rows 1000000 --due 100
         EXPLAIN (ANALYZE, BUFFERS) of the hot-path queries (bench/scale.py's explain_all, the
@@ -300,16 +300,17 @@ def cmd_compare(args: Any) -> None:
     fire = ["--jobs", str(args.jobs), "--runners", "3", "--seconds", str(args.seconds)]
     if args.concurrency:
         fire += ["--concurrency", str(args.concurrency)]
-    plan: list[tuple[str, Path, list[str]]] = []
-    for i in range(args.rounds):
-        for label, tree in (("parent", parent), ("new", ROOT)):
-            plan.append((label, tree, ["bench/fire_precision.py", *fire, "--tag", f"cmp-{i}"]))
     lag = ["bench/schedules.py", "lag", "--schedules", str(args.jobs), "--runners", "3",
            "--seconds", str(args.seconds)]
     if args.concurrency:
         lag += ["--concurrency", str(args.concurrency)]
-    for i in range(args.lag_rounds):
-        plan.append(("new, runtime rows", ROOT, [*lag, "--tag", f"cmp-{i}"]))
+    plan: list[tuple[str, Path, list[str]]] = []
+    for i in range(args.rounds):  # parent / new / new with runtime rows, round after round
+        tag = ["--tag", f"cmp-{i}"]
+        plan.append(("parent, jobs", parent, ["bench/fire_precision.py", *fire, *tag]))
+        plan.append(("new, jobs", ROOT, ["bench/fire_precision.py", *fire, *tag]))
+        if not args.no_lag:
+            plan.append(("new, runtime schedules", ROOT, [*lag, *tag]))
     table = []
     for label, tree, cmd in plan:
         python = tree / ".venv" / "bin" / "python"
@@ -421,7 +422,7 @@ def main() -> None:
     c = sub.add_parser("compare", help="parent vs new, alternated")
     c.add_argument("--parent", required=True, help="worktree of the parent commit, with .venv")
     c.add_argument("--rounds", type=int, default=2)
-    c.add_argument("--lag-rounds", type=int, default=1, help="runs of `lag` after the pairs")
+    c.add_argument("--no-lag", action="store_true", help="without the runtime-schedules runs")
     c.add_argument("--jobs", type=int, default=1000)
     c.add_argument("--seconds", type=int, default=60)
     c.add_argument("--concurrency", type=int, default=0, help="0: fire_precision's default")
