@@ -63,9 +63,7 @@ JOB = "bench-noop"  # manual-only, overlap allow: its runtime schedules are the 
 NO_JOBS = {"PGSCHED_BENCH_JOBS": "0"}  # no every-second code jobs next to the runtime rows
 
 UNRESOLVED_ROWS = "SELECT 1 FROM pgsched.schedules WHERE next_run_at IS NULL AND error IS NULL"
-UNRESOLVED = (
-    "SELECT count(*) FROM pgsched.schedules WHERE next_run_at IS NULL AND error IS NULL"
-)
+UNRESOLVED = "SELECT count(*) FROM pgsched.schedules WHERE next_run_at IS NULL AND error IS NULL"
 
 
 def insert_schedules(dsn: str, n: int, expressions: int, invalid_every: int) -> dict[str, Any]:
@@ -89,8 +87,11 @@ def insert_schedules(dsn: str, n: int, expressions: int, invalid_every: int) -> 
         t1 = time.monotonic()
         conn.commit()
         committed = time.monotonic()
-    return {"insert_seconds": round(t1 - t0, 2), "commit_seconds": round(committed - t1, 3),
-            "committed_at": committed}
+    return {
+        "insert_seconds": round(t1 - t0, 2),
+        "commit_seconds": round(committed - t1, 3),
+        "committed_at": committed,
+    }
 
 
 def cpu_window(pid: int, seconds: float) -> dict[str, Any]:
@@ -189,18 +190,37 @@ def cmd_validate(args: Any) -> None:
         f"every {args.invalid_every}th invalid (one INSERT ... SELECT)"
     )
     print_table(
-        ["runners", "insert s", "validated s", "rows/s", "valid", "errors", "left",
-         "runner CPU s (each)", "target s"],
         [
-            [r["runners"], r["insert_seconds"], r["validate_seconds"], r["rows_per_second"],
-             r["valid"], r["errors"], r["left"],
-             " ".join(f"{c:.1f}" for c in r["validation_cpu_seconds_per_runner"]), 60.0]
+            "runners",
+            "insert s",
+            "validated s",
+            "rows/s",
+            "valid",
+            "errors",
+            "left",
+            "runner CPU s (each)",
+            "target s",
+        ],
+        [
+            [
+                r["runners"],
+                r["insert_seconds"],
+                r["validate_seconds"],
+                r["rows_per_second"],
+                r["valid"],
+                r["errors"],
+                r["left"],
+                " ".join(f"{c:.1f}" for c in r["validation_cpu_seconds_per_runner"]),
+                60.0,
+            ]
             for r in results
         ],
     )
     if len(results) > 1:
-        print(f"speed-up {counts[-1]} vs {counts[0]} runners: "
-              f"{results[0]['validate_seconds'] / results[-1]['validate_seconds']:.2f}x")
+        print(
+            f"speed-up {counts[-1]} vs {counts[0]} runners: "
+            f"{results[0]['validate_seconds'] / results[-1]['validate_seconds']:.2f}x"
+        )
     print(f"sample error: {results[0]['sample_error']}")
     idle = results[0]
     if "idle_after" in idle:
@@ -212,9 +232,15 @@ def cmd_validate(args: Any) -> None:
             [["measured", before, after, round(after / before, 2) if before else "-", 1.0]],
         )
         print(f"runs fired during the benchmark (should be 0): {idle['runs']}")
-    write_result("schedules_validate", args.tag, {
-        "params": vars(args), "machine": results[0]["machine"], "results": results,
-    })
+    write_result(
+        "schedules_validate",
+        args.tag,
+        {
+            "params": vars(args),
+            "machine": results[0]["machine"],
+            "results": results,
+        },
+    )
 
 
 # --- fire lag ---------------------------------------------------------------------------
@@ -232,8 +258,10 @@ def cmd_lag(args: Any) -> None:
             "FROM generate_series(1, %s) AS i RETURNING 1",
             (JOB, args.schedules),
         )
-        log(f"{args.schedules} runtime schedules on '* * * * * *', {args.runners} runners, "
-            f"{args.seconds}s (concurrency {args.concurrency})")
+        log(
+            f"{args.schedules} runtime schedules on '* * * * * *', {args.runners} runners, "
+            f"{args.seconds}s (concurrency {args.concurrency})"
+        )
         with runners(
             dsn, APP, args.runners, "lag", ["--concurrency", str(args.concurrency)], NO_JOBS
         ) as procs:
@@ -272,12 +300,15 @@ def cmd_lag(args: Any) -> None:
         for a, b in zip(cpu0, cpu1, strict=True)
     ]
     expected = args.schedules * args.seconds
-    print(f"\nfire lag: {args.schedules} runtime schedules x {args.seconds}s, {args.runners} "
-          f"runners; {expected:,} ticks expected, {len(data):,} recorded, "
-          f"{with_params:,} with their params")
+    print(
+        f"\nfire lag: {args.schedules} runtime schedules x {args.seconds}s, {args.runners} "
+        f"runners; {expected:,} ticks expected, {len(data):,} recorded, "
+        f"{with_params:,} with their params"
+    )
     print_latency("lag = started_at - scheduled_for", stats)
-    print_latency("of which: claim began = created_at - scheduled_for",
-                  summary_ms([w for _, w in done]))
+    print_latency(
+        "of which: claim began = created_at - scheduled_for", summary_ms([w for _, w in done])
+    )
     print(f"\nstatuses: {dict(statuses)}")
     print(f"runs per runner: {sorted(per_runner.values(), reverse=True)}")
     print(f"runner CPU, % of one core: {cpu}")
@@ -285,13 +316,23 @@ def cmd_lag(args: Any) -> None:
         ["", "p50 ms", "p99 ms"],
         [["measured", stats.get("p50", 0.0), stats.get("p99", 0.0)], ["target", 5.0, 20.0]],
     )
-    write_result("schedules_lag", args.tag or f"{args.schedules}s{args.runners}r", {
-        "params": vars(args), "machine": info, "expected_ticks": expected,
-        "recorded_ticks": len(data), "with_params": with_params, "statuses": dict(statuses),
-        "runs_per_runner": sorted(per_runner.values(), reverse=True),
-        "runner_cpu_percent": cpu, "lag_ms": stats,
-        "claim_began_ms": summary_ms([w for _, w in done]), "lag_cdf_ms": distribution_ms(lags),
-    })
+    write_result(
+        "schedules_lag",
+        args.tag or f"{args.schedules}s{args.runners}r",
+        {
+            "params": vars(args),
+            "machine": info,
+            "expected_ticks": expected,
+            "recorded_ticks": len(data),
+            "with_params": with_params,
+            "statuses": dict(statuses),
+            "runs_per_runner": sorted(per_runner.values(), reverse=True),
+            "runner_cpu_percent": cpu,
+            "lag_ms": stats,
+            "claim_began_ms": summary_ms([w for _, w in done]),
+            "lag_cdf_ms": distribution_ms(lags),
+        },
+    )
 
 
 def cmd_compare(args: Any) -> None:
@@ -300,8 +341,16 @@ def cmd_compare(args: Any) -> None:
     fire = ["--jobs", str(args.jobs), "--runners", "3", "--seconds", str(args.seconds)]
     if args.concurrency:
         fire += ["--concurrency", str(args.concurrency)]
-    lag = ["bench/schedules.py", "lag", "--schedules", str(args.jobs), "--runners", "3",
-           "--seconds", str(args.seconds)]
+    lag = [
+        "bench/schedules.py",
+        "lag",
+        "--schedules",
+        str(args.jobs),
+        "--runners",
+        "3",
+        "--seconds",
+        str(args.seconds),
+    ]
     if args.concurrency:
         lag += ["--concurrency", str(args.concurrency)]
     plan: list[tuple[str, Path, list[str]]] = []
@@ -322,20 +371,46 @@ def cmd_compare(args: Any) -> None:
         assert path, proc.stdout[-2000:]
         res = json.loads((tree / path.group(1)).read_text())
         lag_ms = res["lag_ms"]
-        table.append([
-            label, res["machine"].get("pgsched_commit", "?"), res["recorded_ticks"],
-            res["expected_ticks"], lag_ms["p50"], lag_ms["p90"], lag_ms["p99"], lag_ms["max"],
-            " ".join(str(c) for c in res["runner_cpu_percent"]),
-        ])
+        table.append(
+            [
+                label,
+                res["machine"].get("pgsched_commit", "?"),
+                res["recorded_ticks"],
+                res["expected_ticks"],
+                lag_ms["p50"],
+                lag_ms["p90"],
+                lag_ms["p99"],
+                lag_ms["max"],
+                " ".join(str(c) for c in res["runner_cpu_percent"]),
+            ]
+        )
         log(f"  p50 {lag_ms['p50']} p99 {lag_ms['p99']} max {lag_ms['max']} ms")
-    print(f"\nfire lag, {args.jobs} every-second jobs (or runtime schedules), 3 runners, "
-          f"{args.seconds}s, in order of the runs")
-    headers = ["code", "commit", "ticks", "expected", "p50 ms", "p90 ms", "p99 ms", "max ms",
-               "runner CPU %"]
+    print(
+        f"\nfire lag, {args.jobs} every-second jobs (or runtime schedules), 3 runners, "
+        f"{args.seconds}s, in order of the runs"
+    )
+    headers = [
+        "code",
+        "commit",
+        "ticks",
+        "expected",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "runner CPU %",
+    ]
     print_table(headers, table)
-    write_result("schedules_compare", args.tag, {
-        "params": vars(args), "machine": machine(), "headers": headers, "table": table,
-    })
+    write_result(
+        "schedules_compare",
+        args.tag,
+        {
+            "params": vars(args),
+            "machine": machine(),
+            "headers": headers,
+            "table": table,
+        },
+    )
 
 
 # --- EXPLAIN ----------------------------------------------------------------------------
@@ -347,7 +422,10 @@ def cmd_explain(args: Any) -> None:
     with server(args.dsn) as pg, database(pg) as dsn:
         out = subprocess.run(
             [sys.executable, "-m", "pgsched", "--app", APP, "sync"],
-            env=env_for(dsn, NO_JOBS), cwd=ROOT, capture_output=True, text=True,
+            env=env_for(dsn, NO_JOBS),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
         if out.returncode:
             raise SystemExit(f"pgsched sync failed:\n{out.stderr[-3000:]}")
@@ -384,19 +462,34 @@ def cmd_explain(args: Any) -> None:
     for name, e in result.items():
         plan = e["plan"]
         buffers = [int(b) for b in re.findall(r"Buffers: shared hit=(\d+)", plan)[:1]]
-        due_rows = re.search(r"Index Scan using schedules_due_idx on schedules s.*?"
-                             r"\(actual time=[\d.]+\.\.[\d.]+ rows=([\d.]+)", plan)
-        table.append([
-            name, e["execution_ms"], buffers[0] if buffers else "-",
-            due_rows.group(1) if due_rows else "-",
-            ",".join(e["indexes"]), ",".join(e["seq_scans"]) or "-",
-        ])
+        due_rows = re.search(
+            r"Index Scan using schedules_due_idx on schedules s.*?"
+            r"\(actual time=[\d.]+\.\.[\d.]+ rows=([\d.]+)",
+            plan,
+        )
+        table.append(
+            [
+                name,
+                e["execution_ms"],
+                buffers[0] if buffers else "-",
+                due_rows.group(1) if due_rows else "-",
+                ",".join(e["indexes"]),
+                ",".join(e["seq_scans"]) or "-",
+            ]
+        )
     print_table(
         ["query", "ms", "top shared hit", "due-idx rows (1st)", "indexes", "seq scans"], table
     )
-    write_result("schedules_explain", args.tag, {
-        "params": vars(args), "machine": info, "sizes": sizes, "explain": result,
-    })
+    write_result(
+        "schedules_explain",
+        args.tag,
+        {
+            "params": vars(args),
+            "machine": info,
+            "sizes": sizes,
+            "explain": result,
+        },
+    )
 
 
 def main() -> None:
