@@ -355,11 +355,11 @@ def cmd_compare(args: Any) -> None:
         lag += ["--concurrency", str(args.concurrency)]
     plan: list[tuple[str, Path, list[str]]] = []
     for i in range(args.rounds):  # parent / new / new with runtime rows, round after round
-        tag = ["--tag", f"cmp-{i}"]
+        tag = ["--tag", f"cmp{args.tag}-{i}"]
         plan.append(("parent, jobs", parent, ["bench/fire_precision.py", *fire, *tag]))
         plan.append(("new, jobs", ROOT, ["bench/fire_precision.py", *fire, *tag]))
-        if not args.no_lag:
-            plan.append(("new, runtime schedules", ROOT, [*lag, *tag]))
+        if not args.no_lag:  # --tag belongs to the top-level parser
+            plan.append(("new, runtime schedules", ROOT, [lag[0], *tag, *lag[1:]]))
     table = []
     for label, tree, cmd in plan:
         python = tree / ".venv" / "bin" / "python"
