@@ -134,7 +134,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         conn.execute("SAVEPOINT t")
         cur = conn.cursor(row_factory=dict_row)
         locked = cur.execute(q["lock_due_jobs"], params["lock_due_jobs"]).fetchall()
-        names = {"names": [r["name"] for r in locked]}
+        names = {"names": [r["name"] for r in locked], "keys": [r["key"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
         due = [DueJob(**r, busy=False) for r in locked]
         ticks = tick_params("explain", plan_claim(due, 100))
