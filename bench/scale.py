@@ -107,7 +107,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
     q = named_queries()
     out: dict[str, dict[str, Any]] = {}
     with psycopg.connect(dsn) as conn:  # one transaction, rolled back
-        conn.execute("ANALYZE pgsched.jobs; ANALYZE pgsched.runs")
+        conn.execute("ANALYZE pgsched.jobs; ANALYZE pgsched.schedules; ANALYZE pgsched.runs")
         conn.commit()
         conn.execute(
             "INSERT INTO pgsched.runs (job_name) SELECT 'bench-noop' FROM generate_series(1, 1000)"
@@ -134,7 +134,7 @@ def explain_all(dsn: str) -> dict[str, dict[str, Any]]:
         conn.execute("SAVEPOINT t")
         cur = conn.cursor(row_factory=dict_row)
         locked = cur.execute(q["lock_due_jobs"], params["lock_due_jobs"]).fetchall()
-        names = {"names": [r["name"] for r in locked]}
+        names = {"names": [r["name"] for r in locked], "keys": [r["key"] for r in locked]}
         out["job_activity"] = _explain(conn, "job_activity", q["job_activity"], names)
         due = [DueJob(**r, busy=False) for r in locked]
         ticks = tick_params("explain", plan_claim(due, 100))

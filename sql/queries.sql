@@ -714,13 +714,18 @@ FOR NO KEY UPDATE OF s SKIP LOCKED
 -- name: resolve_schedules
 -- What validation found, as JSON: the first tick, or why the row cannot fire. The default
 -- row's tick is also its job's next_run_at. Runners are woken once for the batch.
+-- Same transaction as unresolved_schedules, which locked these rows, so they are still
+-- unresolved: the join is on the primary key alone. With `next_run_at IS NULL AND error IS
+-- NULL` here too, the planner matched the partial index and, under the statistics of a table
+-- that was empty before a bulk INSERT, compared every row of the batch with every unresolved
+-- row (12.5M comparisons, 1 s per batch of 5,000 at 1M rows).
 WITH found AS (
     SELECT * FROM json_to_recordset(%(rows)s::json)
         AS f(id bigint, next_run_at timestamptz, error text)
 ), done AS (
     UPDATE {schema}.schedules s SET next_run_at = f.next_run_at, error = f.error
     FROM found f
-    WHERE s.id = f.id AND s.next_run_at IS NULL AND s.error IS NULL
+    WHERE s.id = f.id
     RETURNING s.job_name, s.key, s.next_run_at
 ), mirrored AS (
     UPDATE {schema}.jobs j SET next_run_at = d.next_run_at
