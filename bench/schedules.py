@@ -27,6 +27,7 @@ Subcommands (each starts its own embedded PostgreSQL, fsync on, or uses --dsn):
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -59,7 +60,7 @@ from bench.common import (
 )
 
 APP = "bench.apps:ext"
-JOB = "bench-noop"  # manual-only, overlap allow: its runtime schedules are the only ticks
+JOB = os.environ.get("PGSCHED_BENCH_JOB", "bench-noop")  # manual-only, overlap allow: its runtime schedules are the only ticks
 NO_JOBS = {"PGSCHED_BENCH_JOBS": "0"}  # no every-second code jobs next to the runtime rows
 
 UNRESOLVED_ROWS = "SELECT 1 FROM pgsched.schedules WHERE next_run_at IS NULL AND error IS NULL"

@@ -3,7 +3,9 @@
 - `async def` jobs run on the *job loop*, an event loop in a thread of its own. A job that
   blocks it (a `time.sleep` in async code, the most common asyncio mistake) delays other
   async jobs, never a heartbeat, a claim or a result write; `LoopWatch` names it in the log.
-- Plain `def` jobs run in a thread pool; the control loop only awaits their futures.
+- Plain `def` jobs run in a thread pool: one without a timeout is executed whole in its
+  thread, its outcome handed back in a batch; one with a timeout is awaited by a task on the
+  control loop, which records the timeout (a thread cannot be killed).
 - Jobs with `isolation = "process"` run in worker processes that can be killed (see
   `pgsched.isolation`); the control loop drives the pool, so a hard timeout needs no help
   from the job.
@@ -15,12 +17,14 @@ not per run), and every run ends in exactly one call of `on_finished` on the con
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +79,7 @@ class Running:
     execution: Execution
     on_job_loop: bool
     in_process: bool = False  # isolation = "process": in a worker process of the pool
+    in_thread: bool = False  # a sync job without a timeout, executed whole in a pool thread
     cancelled_by: str | None = None  # someone asked to cancel it: it ends `cancelled`
     # An async run is handed to the job loop and started there; until then the control loop
     # may take it back (timed out or cancelled behind a blocked loop): then it never starts.
@@ -112,6 +117,9 @@ class Executor:
         self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
         self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
         self._inbound_signalled = False
+        # outcomes of sync runs executed whole in pool threads (`_run_in_thread`)
+        self._thread_outcomes: deque[tuple[Running, RunOutcome]] = deque()
+        self._thread_outcomes_signalled = False
         self._handover = threading.Lock()  # Running.started / .abandoned, across the threads
         self._prewarm: asyncio.Task[None] | None = None
         self.processes = (
@@ -166,8 +174,37 @@ class Executor:
                 running.deadline = self._loop.call_later(
                     timeout + TIMEOUT_MARGIN, self._overdue, claimed.id, timeout
                 )
+        elif definition is not None and definition.settings.timeout is None:
+            running.in_thread = True
+            call = contextvars.copy_context().run
+            try:
+                self.threads.submit(self._run_in_thread, running, call)
+            except RuntimeError:  # the pool is shut down (the runner is closing)
+                self._finish(claimed.id, execution.outcome("failed", "runner shutting down"))
         else:
             running.task = self._loop.create_task(self._run_here(running), name=f"run-{claimed.id}")
+
+    def _run_in_thread(self, running: Running, call: Callable[..., Any]) -> None:
+        """In a pool thread: the whole run, then one hop back for all that finish meanwhile."""
+        execution = running.execution
+        try:
+            outcome = execution.run_in_this_thread(call)
+        except Exception as exc:  # a bug of ours must not leave the run `running` forever
+            outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
+        self._thread_outcomes.append((running, outcome))
+        if not self._thread_outcomes_signalled:
+            self._thread_outcomes_signalled = True
+            assert self._loop is not None
+            with suppress(RuntimeError):  # the control loop is closed: nothing to record to
+                self._loop.call_soon_threadsafe(self._collect_thread_outcomes)
+
+    def _collect_thread_outcomes(self) -> None:
+        self._thread_outcomes_signalled = False  # first: a later outcome signals again
+        while self._thread_outcomes:
+            running, outcome = self._thread_outcomes.popleft()
+            if self.running.get(running.execution.claimed.id) is running:
+                self._finish(running.execution.claimed.id, outcome)
+            # else: aborted, forgotten or timed out already; its late result is not recorded
 
     async def _run_here(self, running: Running) -> None:
         """A sync job (in the thread pool) or an unknown one: awaited on the control loop."""
@@ -325,6 +362,10 @@ class Executor:
                 running.task.cancel()
         for run_id in list(self.running):
             self.cancel(run_id, reason)
+        for run_id, running in list(self.running.items()):
+            if running.in_thread:  # ends failed now, as an awaiting task's cancel does
+                outcome = running.execution.outcome("failed", _reason(running.execution, reason))
+                self._finish(run_id, outcome)
         end = time.monotonic() + wait
         while self.running and time.monotonic() < end:
             await asyncio.sleep(0.02)

@@ -59,21 +59,29 @@ class Slots:
     # --- holding and starting -------------------------------------------------------------
 
     def accept(self, claimed: list[ClaimedRun]) -> None:
-        """Runs just claimed: start what is due while slots are free, time the rest."""
+        """Runs just claimed: start what is due while slots are free, time the rest, one
+        timer for the ticks of one instant (a thousand schedules share a second)."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        instants: dict[float, list[ClaimedRun]] = {}
         for run in claimed:
             if run.start_mono > now:  # claimed ahead of its tick
-                timer = loop.call_at(loop.time() + run.start_mono - now, self._due, run.id)
-                self.waiting[run.id] = (run, timer)
+                instants.setdefault(run.start_mono, []).append(run)
             else:
                 self.prefetched.append(run)
+        for start, runs in instants.items():
+            ids = [run.id for run in runs]
+            timer = loop.call_at(loop.time() + start - now, self._due, ids)
+            for run in runs:
+                self.waiting[run.id] = (run, timer)
         self.fill()
 
-    def _due(self, run_id: int) -> None:
-        """A tick claimed ahead is due: it goes first in the queue for a slot."""
-        if (waiting := self.waiting.pop(run_id, None)) is not None:
-            self.prefetched.appendleft(waiting[0])
+    def _due(self, run_ids: list[int]) -> None:
+        """Ticks claimed ahead are due: they go first in the queue for a slot (those taken
+        back meanwhile are no longer waiting)."""
+        due = [w[0] for run_id in run_ids if (w := self.waiting.pop(run_id, None)) is not None]
+        if due:
+            self.prefetched.extendleft(reversed(due))
             self.fill()
 
     def fill(self) -> None:
@@ -120,8 +128,7 @@ class Slots:
     def take(self, run_id: int) -> ClaimedRun | None:
         """Remove one held run that has not started (it was cancelled)."""
         if (waiting := self.waiting.pop(run_id, None)) is not None:
-            waiting[1].cancel()
-            return waiting[0]
+            return waiting[0]  # its instant's timer, shared, finds it gone
         for run in self.prefetched:
             if run.id == run_id:
                 self.prefetched.remove(run)
