@@ -60,7 +60,9 @@ from bench.common import (
 )
 
 APP = "bench.apps:ext"
-JOB = os.environ.get("PGSCHED_BENCH_JOB", "bench-noop")  # manual-only, overlap allow: its runtime schedules are the only ticks
+# manual-only, overlap allow: its runtime schedules are the only ticks (PGSCHED_BENCH_JOB:
+# another job of bench.apps:ext, e.g. bench-async-noop)
+JOB = os.environ.get("PGSCHED_BENCH_JOB", "bench-noop")
 NO_JOBS = {"PGSCHED_BENCH_JOBS": "0"}  # no every-second code jobs next to the runtime rows
 
 UNRESOLVED_ROWS = "SELECT 1 FROM pgsched.schedules WHERE next_run_at IS NULL AND error IS NULL"

@@ -160,6 +160,18 @@ wide_option = click.option(
 )
 
 
+def param_option(of: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`-p KEY=VALUE` (repeatable), read by `_parse_params`."""
+    return click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=f"A parameter for {of} (VALUE is parsed as JSON when it can be).",
+    )
+
+
 def _wants_json(ctx: click.Context, as_json: bool) -> bool:
     return as_json or bool(ctx.find_object(App) and ctx.find_object(App).json)  # type: ignore[union-attr]
 
@@ -476,14 +488,7 @@ def jobs_show(ctx: click.Context, name: str, as_json: bool, limit: int, wide: bo
 
 @jobs.command("run")
 @click.argument("name")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A parameter for the run (VALUE is parsed as JSON when it can be).",
-)
+@param_option("the run")
 @click.option("--wait", is_flag=True, help="Follow the run; exit 1 if it fails.")
 @click.option(
     "--timeout",
@@ -851,14 +856,7 @@ def schedules_list(
 @click.argument("job")
 @click.argument("key")
 @click.argument("cron")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A parameter for every tick (VALUE is parsed as JSON when it can be).",
-)
+@param_option("every tick")
 @click.option("--timezone", metavar="TZ", help="IANA zone [default: the job's]")
 @click.option("--replace", is_flag=True, help="Change the schedule KEY if it exists.")
 @click.option("--keep", is_flag=True, help="Leave the schedule KEY as it is if it exists.")

@@ -261,6 +261,10 @@ class Execution:
             return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
         except Exception as exc:  # includes _UserBaseException
             return self._raised(exc)
+        return self._returned(value)
+
+    def _returned(self, value: Any) -> RunOutcome:
+        """The outcome of what the job returned."""
         result = coerce_result(value, self.claimed.job_name)
         return self.outcome(
             result.status, result.message, stats=result.stats, data=dict(result.data) or None
@@ -279,10 +283,7 @@ class Execution:
             return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
         except Exception as exc:  # includes _UserBaseException
             return self._raised(exc)
-        result = coerce_result(value, self.claimed.job_name)
-        return self.outcome(
-            result.status, result.message, stats=result.stats, data=dict(result.data) or None
-        )
+        return self._returned(value)
 
     def _raised(self, exc: BaseException) -> RunOutcome:
         info = error_info(exc)

@@ -604,6 +604,7 @@ class Store(PooledSchema):
             await cur.execute(self.q["default_schedules"])
             defaults = {r["job_name"]: r for r in await cur.fetchall()}
             if schedules := _default_schedule_changes(registry, existing, changed, defaults):
+                await cur.execute(self.q["next_run_at_computed"], {"on": "on"})
                 document = json.dumps(schedules)
                 await cur.execute(self.q["sync_default_schedules"], {"schedules": document})
             await self._record_definitions(cur, registry)

@@ -76,14 +76,21 @@ DROP INDEX {schema}.runs_running_job_idx;
 
 -- An edit by SQL takes effect at once: a new cron or zone (or a schedule enabled again)
 -- clears next_run_at, so the old expression never fires again, and a runner computes the
--- new one within milliseconds (NOTIFY below). Writers that computed it (pgsched itself)
--- set next_run_at in the same statement and keep theirs.
+-- new one within milliseconds (NOTIFY below). Writers that computed it (pgsched's sync and
+-- add_schedule) say so with the transaction-local setting pgsched.next_run_at_computed and
+-- keep theirs, even when the new first tick equals the old one.
 CREATE FUNCTION {schema}.prepare_schedule_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    computed text := coalesce(current_setting('pgsched.next_run_at_computed', true), '');
 BEGIN
+    IF computed = 'once' THEN  -- add_schedule's replace: for its own row only
+        PERFORM set_config('pgsched.next_run_at_computed', '', true);
+    END IF;
     IF NEW.cron IS DISTINCT FROM OLD.cron OR NEW.timezone IS DISTINCT FROM OLD.timezone
        OR (NEW.enabled AND NOT OLD.enabled) THEN
         NEW.error := NULL;
-        IF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
+        IF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at
+           AND computed NOT IN ('on', 'once') THEN
             NEW.next_run_at := NULL;
         END IF;
     END IF;

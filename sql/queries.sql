@@ -664,6 +664,11 @@ SELECT current_setting('lock_timeout') AS lock_timeout
 -- Transaction-local (set_config(..., true)): safe through a transaction pooler.
 SELECT set_config('lock_timeout', %(value)s, true)
 
+-- name: next_run_at_computed
+-- Before sync writes the default schedules' cron with the next_run_at it computed for them:
+-- the trigger of 0007 keeps that next_run_at. Transaction-local (sync's own transaction).
+SELECT set_config('pgsched.next_run_at_computed', %(on)s, true)
+
 -- name: default_schedules
 -- The code/profile schedules as their rows say (sync compares them with the definitions).
 SELECT job_name, cron, source, timezone, next_run_at, error
@@ -753,9 +758,13 @@ RETURNING id, job_name, key, cron, timezone, params, enabled, paused, source, ne
 
 -- name: replace_schedule
 -- if_exists="replace": the row of that key takes the new expression, zone and params at
--- once (a runtime row only: the default row is the code's).
+-- once (a runtime row only: the default row is the code's). `computed` tells the trigger of
+-- 0007 that next_run_at was computed for the new expression (once: the trigger consumes it).
+WITH computed AS MATERIALIZED (
+    SELECT set_config('pgsched.next_run_at_computed', 'once', true) AS flag
+)
 INSERT INTO {schema}.schedules AS s (job_name, key, cron, timezone, params, next_run_at)
-VALUES (%(job)s, %(key)s, %(cron)s, %(timezone)s, %(params)s, %(next_run_at)s)
+SELECT %(job)s, %(key)s, %(cron)s, %(timezone)s, %(params)s, %(next_run_at)s FROM computed
 ON CONFLICT (job_name, key) DO UPDATE SET
     cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, params = EXCLUDED.params,
     next_run_at = CASE WHEN (s.cron, s.timezone) IS NOT DISTINCT FROM
@@ -764,7 +773,8 @@ ON CONFLICT (job_name, key) DO UPDATE SET
     error = NULL
 WHERE s.source = 'runtime'
 RETURNING id, job_name, key, cron, timezone, params, enabled, paused, source, next_run_at,
-          error, created_at, updated_at, %(zone)s::text AS zone
+          error, created_at, updated_at, %(zone)s::text AS zone,
+          set_config('pgsched.next_run_at_computed', '', true) AS computed_done
 
 -- name: keep_schedule
 -- if_exists="keep": an existing row of that key stays as it is (get_schedule reads it).

@@ -273,6 +273,12 @@ def test_add_schedule_validates_and_previews_and_if_exists_decides(dsn: str) -> 
         assert replaced.id == sched.id and replaced.params == {"tenant": 43}
         assert replaced.zone == "UTC" and replaced.timezone is None
         assert replaced.next_run_at is not None and replaced.next_run_at.second % 5 == 0
+        # a new expression whose first tick is the old one's keeps the tick pgsched computed
+        for cron in ("0-59/5 * * * * *", "*/5 * * * * *", "0-59/5 * * * * *"):
+            again = pgsched.add_schedule(
+                conn, "tenant-report", key="tenant-42", cron=cron, if_exists="replace"
+            )
+            assert again.next_run_at is not None, cron  # not left for a runner to validate
         conn.rollback()  # all of it in the caller's transaction
     assert not query(dsn, "SELECT 1 FROM pgsched.schedules WHERE key = 'tenant-42'")
 
