@@ -364,6 +364,9 @@ def test_overlap_allow_runs_ticks_concurrently(dsn: str, tmp_path: Path) -> None
         time.sleep(2)
         assert procs[0].terminate() == 0
     rows = query(dsn, "SELECT * FROM pgsched.runs WHERE job_name = 'slow-allowed' ORDER BY id")
+    # A tick that fell due while the runner was still starting (a loaded machine) is recorded
+    # as missed by misfire=once: that is the misfire policy, not the overlap one.
+    rows = [r for r in rows if not (r["message"] or "").startswith("missed:")]
     statuses = Counter(r["status"] for r in rows)
     print(f"\noverlap=allow: {dict(statuses)}")
     assert "skipped" not in statuses and "pending" not in statuses, statuses
