@@ -216,6 +216,31 @@ def rows(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
 # --- statistics -----------------------------------------------------------------------------
 
 
+def tick_window(
+    dsn: str, procs: Sequence[Runner], warmup: float, seconds: int
+) -> tuple[datetime, datetime, list[float]]:
+    """The measured window of a fire-lag run: after `warmup`, `seconds` whole seconds of ticks
+    by the database clock ([start, end)), and each runner's CPU over it, % of one core. Waits
+    a moment after the window so the last results are written."""
+    import psutil
+
+    time.sleep(warmup)
+    start = scalar(dsn, "SELECT date_trunc('second', now()) + interval '1 second'")
+    ps = [psutil.Process(p.pid) for p in procs]
+    cpu0 = [p.cpu_times() for p in ps]
+    t0 = time.monotonic()
+    time.sleep(seconds + 1)
+    cpu1 = [p.cpu_times() for p in ps]
+    wall = time.monotonic() - t0
+    end = scalar(dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, seconds))
+    time.sleep(1.5)  # let the last results flush
+    cpu = [
+        round(100 * ((b.user + b.system) - (a.user + a.system)) / wall, 1)
+        for a, b in zip(cpu0, cpu1, strict=True)
+    ]
+    return start, end, cpu
+
+
 def percentile(sorted_values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
     if not sorted_values:

@@ -11,11 +11,8 @@ callable began, on the database clock).
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,9 +26,9 @@ from bench.common import (
     print_table,
     rows,
     runners,
-    scalar,
     server,
     summary_ms,
+    tick_window,
     write_result,
 )
 
@@ -58,18 +55,7 @@ def main() -> None:
             ["--concurrency", str(args.concurrency)],
             env,
         ) as procs:
-            time.sleep(args.warmup)
-            start = scalar(dsn, "SELECT date_trunc('second', now()) + interval '1 second'")
-            ps = [psutil.Process(p.pid) for p in procs]
-            cpu0 = [p.cpu_times() for p in ps]
-            t0 = time.monotonic()
-            time.sleep(args.seconds + 1)
-            cpu1 = [p.cpu_times() for p in ps]
-            wall = time.monotonic() - t0
-            end = scalar(
-                dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, args.seconds)
-            )
-            time.sleep(1.5)  # let the last results flush
+            start, end, cpu = tick_window(dsn, procs, args.warmup, args.seconds)
         data = rows(
             dsn,
             """
@@ -92,10 +78,6 @@ def main() -> None:
     per_runner = Counter(runner for _, runner, _, _ in data)
     expected = args.jobs * args.seconds
     stats = summary_ms(lags)
-    cpu = [
-        round(100 * ((b.user + b.system) - (a.user + a.system)) / wall, 1)
-        for a, b in zip(cpu0, cpu1, strict=True)
-    ]
     print(
         f"\nfire precision: {args.jobs} jobs x {args.seconds}s, {args.runners} runners "
         f"(concurrency {args.concurrency}); {expected:,} ticks expected, {len(data):,} recorded"

@@ -56,6 +56,7 @@ from bench.common import (
     scalar,
     server,
     summary_ms,
+    tick_window,
     write_result,
 )
 
@@ -268,18 +269,7 @@ def cmd_lag(args: Any) -> None:
         with runners(
             dsn, APP, args.runners, "lag", ["--concurrency", str(args.concurrency)], NO_JOBS
         ) as procs:
-            time.sleep(args.warmup)
-            start = scalar(dsn, "SELECT date_trunc('second', now()) + interval '1 second'")
-            ps = [psutil.Process(p.pid) for p in procs]
-            cpu0 = [p.cpu_times() for p in ps]
-            t0 = time.monotonic()
-            time.sleep(args.seconds + 1)
-            cpu1 = [p.cpu_times() for p in ps]
-            wall = time.monotonic() - t0
-            end = scalar(
-                dsn, "SELECT %s::timestamptz + make_interval(secs => %s)", (start, args.seconds)
-            )
-            time.sleep(1.5)
+            start, end, cpu = tick_window(dsn, procs, args.warmup, args.seconds)
         data = rows(
             dsn,
             """
@@ -298,10 +288,6 @@ def cmd_lag(args: Any) -> None:
     statuses = Counter(d[0] for d in data)
     per_runner = Counter(d[1] for d in data)
     with_params = sum(1 for d in data if d[4] and "i" in d[4])
-    cpu = [
-        round(100 * ((b.user + b.system) - (a.user + a.system)) / wall, 1)
-        for a, b in zip(cpu0, cpu1, strict=True)
-    ]
     expected = args.schedules * args.seconds
     print(
         f"\nfire lag: {args.schedules} runtime schedules x {args.seconds}s, {args.runners} "
