@@ -27,7 +27,6 @@ from .errors import (
     PermissionDeniedError,
     SchemaMissingError,
     UnknownJobError,
-    UnknownRunError,
 )
 from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
@@ -408,14 +407,12 @@ class Store(PooledSchema):
 
     async def cancel_run(self, run_id: int, by: str) -> str:
         """'cancelled' (it was pending), 'cancelling' (running: its runner stops it), or the
-        final status it already had. Unknown ids raise UnknownRunError."""
-        row = await self._one("cancel_run", {"id": run_id, "by": by})
-        if row is not None:
-            return "cancelled" if row["was"] == "pending" else "cancelling"
-        current = await self._one("run_status", {"id": run_id})
-        if current is None:
-            raise UnknownRunError(f"no run {run_id} in {self.schema}.runs")
-        return str(current["status"])
+        final status it already had. Unknown ids raise UnknownRunError. pgsched.cancel_run on
+        a connection of this pool."""
+        from . import api
+
+        async with self._connection() as conn, conn.transaction():
+            return await api.cancel_run(conn, run_id, by=by, schema=self.schema)
 
     async def _record_definitions(self, cur: Any, registry: Registry) -> None:
         """This code version's job names, recorded unless all are already."""
