@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +33,7 @@ from ..isolation import ProcessPool, WorkerSpec
 from ..registry import JobDefinition, Registry
 from ..settings import RunnerSettings
 from ..store import ClaimedRun, RunOutcome
+from .crew import Crew
 from .duty import Duty
 
 # How long past its timeout an async job that blocks the job loop (so that its own timeout
@@ -112,7 +113,7 @@ class Executor:
         self._on_finished = on_finished
         self.running: dict[int, Running] = {}
         self.job_loop = JobLoop()
-        self.threads = ThreadPoolExecutor(max_workers=10_000, thread_name_prefix="pgsched-job")
+        self.threads = Crew("pgsched-job", on_drained=self._signal_thread_outcomes)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
         self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
@@ -178,7 +179,9 @@ class Executor:
             running.in_thread = True
             call = contextvars.copy_context().run
             try:
-                self.threads.submit(self._run_in_thread, running, call)
+                self.threads.call(
+                    functools.partial(self._run_in_thread, running, call), claimed.start_mono
+                )
             except RuntimeError:  # the pool is shut down (the runner is closing)
                 self._finish(claimed.id, execution.outcome("failed", "runner shutting down"))
         else:
@@ -187,12 +190,21 @@ class Executor:
     def _run_in_thread(self, running: Running, call: Callable[..., Any]) -> None:
         """In a pool thread: the whole run, then one hop back for all that finish meanwhile."""
         execution = running.execution
+        if self.running.get(execution.claimed.id) is not running:
+            return  # ended before its time came (shutdown, lease lost): it never starts
         try:
             outcome = execution.run_in_this_thread(call)
         except Exception as exc:  # a bug of ours must not leave the run `running` forever
             outcome = execution.outcome("failed", f"internal error recording the result: {exc!r}")
         self._thread_outcomes.append((running, outcome))
-        if not self._thread_outcomes_signalled:
+        if not self.threads.queued:  # else the thread that takes the last one signals
+            self._signal_thread_outcomes()
+
+    def _signal_thread_outcomes(self) -> None:
+        """Wake the control loop for the outcomes handed back so far, once for all of them:
+        while runs of the same instant still wait for a thread, their outcomes wait too, so
+        the control loop does not take the GIL from the threads starting them."""
+        if self._thread_outcomes and not self._thread_outcomes_signalled:
             self._thread_outcomes_signalled = True
             assert self._loop is not None
             with suppress(RuntimeError):  # the control loop is closed: nothing to record to
@@ -210,6 +222,7 @@ class Executor:
         """A sync job (in the thread pool) or an unknown one: awaited on the control loop."""
         execution = running.execution
         try:
+            await _not_before(execution.claimed)
             outcome = await execution.run(self.threads)
         except asyncio.CancelledError:
             outcome = execution.outcome("failed", _reason(execution, "cancelled"))
@@ -230,6 +243,7 @@ class Executor:
             )
         else:
             try:
+                await _not_before(execution.claimed)
                 outcome = await self.processes.run(execution.claimed, definition)
             except asyncio.CancelledError:  # shutdown: the pool retires (kills) the worker
                 outcome = execution.outcome("failed", _reason(execution, "cancelled"))
@@ -262,6 +276,7 @@ class Executor:
 
     async def _run_on_job_loop(self, execution: Execution) -> None:
         try:
+            await _not_before(execution.claimed)
             outcome = await execution.run(None)
         except asyncio.CancelledError:
             outcome = execution.outcome("failed", _reason(execution, "cancelled"))
@@ -407,6 +422,12 @@ def cancelled_outcome(outcome: RunOutcome, by: str) -> RunOutcome:
     """A run someone cancelled ends `cancelled`, saying who; what the job said stays."""
     said = f"; the job said: {outcome.message}" if outcome.message else ""
     return dataclasses.replace(outcome, status="cancelled", message=f"cancelled by {by}{said}")
+
+
+async def _not_before(claimed: ClaimedRun) -> None:
+    """A tick handed over ahead of its time (`Slots.HANDOVER_LEAD`) waits for it here."""
+    if (delay := claimed.start_mono - time.monotonic()) > 0:
+        await asyncio.sleep(delay)
 
 
 def _reason(execution: Execution, default: str) -> str:
