@@ -274,7 +274,8 @@ def cmd_lag(args: Any) -> None:
             dsn,
             """
             SELECT status, runner, extract(epoch FROM started_at - scheduled_for)::float8,
-                   extract(epoch FROM created_at - scheduled_for)::float8, params
+                   extract(epoch FROM created_at - scheduled_for)::float8, params,
+                   extract(epoch FROM scheduled_for)::float8
             FROM pgsched.runs
             WHERE trigger = 'schedule' AND job_name = %s AND schedule_key LIKE 'every-%%'
               AND scheduled_for >= %s AND scheduled_for < %s
@@ -282,7 +283,7 @@ def cmd_lag(args: Any) -> None:
             (JOB, start, end),
         )
         info = machine(dsn)
-    done = [(lag, wake) for status, _, lag, wake, _ in data if status == "succeeded" and lag]
+    done = [(lag, wake) for status, _, lag, wake, _, _ in data if status == "succeeded" and lag]
     lags = [lag for lag, _ in done]
     stats = summary_ms(lags)
     statuses = Counter(d[0] for d in data)
@@ -298,6 +299,7 @@ def cmd_lag(args: Any) -> None:
     print_latency(
         "of which: claim began = created_at - scheduled_for", summary_ms([w for _, w in done])
     )
+    print_worst_seconds(data)
     print(f"\nstatuses: {dict(statuses)}")
     print(f"runs per runner: {sorted(per_runner.values(), reverse=True)}")
     print(f"runner CPU, % of one core: {cpu}")
@@ -321,6 +323,38 @@ def cmd_lag(args: Any) -> None:
             "claim_began_ms": summary_ms([w for _, w in done]),
             "lag_cdf_ms": distribution_ms(lags),
         },
+    )
+
+
+def print_worst_seconds(data: list[tuple[Any, ...]], count: int = 5) -> None:
+    """The seconds with the latest starts, per runner: a tail made of a few bad seconds (a
+    pause in one process) reads differently from one spread over all of them."""
+    by_second: dict[tuple[float, str], list[float]] = {}
+    for status, runner, lag, _, _, second in data:
+        if status == "succeeded" and lag is not None:
+            by_second.setdefault((second, runner), []).append(lag)
+    worst = sorted(by_second.items(), key=lambda item: -max(item[1]))[:count]
+    firsts = sorted(min(lags) for lags in by_second.values())
+    lasts = sorted(max(lags) for lags in by_second.values())
+    if firsts:
+        print(
+            f"\nper (second, runner): first start p50 {firsts[len(firsts) // 2] * 1000:.2f} ms, "
+            f"last start p50 {lasts[len(lasts) // 2] * 1000:.2f} ms"
+        )
+    print(f"\nworst {count} (second, runner) by their last start:")
+    print_table(
+        ["second", "runner", "runs", "first ms", "p50 ms", "last ms"],
+        [
+            [
+                time.strftime("%H:%M:%S", time.gmtime(second)),
+                runner[-8:],
+                len(lags),
+                min(lags) * 1000,
+                sorted(lags)[len(lags) // 2] * 1000,
+                max(lags) * 1000,
+            ]
+            for (second, runner), lags in worst
+        ],
     )
 
 
