@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .clock import DatabaseClock
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -95,13 +96,14 @@ class ClaimedRun:
     schedule_key: str = "default"  # the schedule it belongs to (requests: the default one)
 
 
-def _due_mono(run: ClaimedRun, clock: float, received: float) -> float:
-    """When a tick claimed ahead of its time is due, on this process's monotonic clock: the
-    database clock (epoch seconds) was read before `received`, so this is never early."""
+def _due_mono(run: ClaimedRun, low: float, now: float) -> float:
+    """When a tick claimed ahead of its time is due, on this process's monotonic clock, or
+    0.0 if it is due already; `low` is the lowest the database clock's offset from it may be
+    (`DatabaseClock`), so this is never early."""
     if run.scheduled_for is None:
         return 0.0
-    wait = run.scheduled_for.timestamp() - clock
-    return received + wait if wait > 0 else 0.0
+    due = run.scheduled_for.timestamp() - low
+    return due if due > now else 0.0
 
 
 @dataclass(slots=True)
@@ -175,9 +177,15 @@ class TickClaim:
     """Steps of one tick claim inside its transaction (see `Store.tick_claim`)."""
 
     def __init__(
-        self, conn: AsyncConnection[Any], q: dict[str, str], runner_id: str, code_version: str
+        self,
+        conn: AsyncConnection[Any],
+        q: dict[str, str],
+        runner_id: str,
+        code_version: str,
+        clock: DatabaseClock,
     ) -> None:
         self._conn = conn
+        self._clock = clock
         self._q = q
         self._runner_id = runner_id
         self._code_version = code_version
@@ -231,7 +239,7 @@ class TickClaim:
             return
         claimed = _claimed(await self._cur.fetchall(), self._sent)
         inserted = time.monotonic()
-        if all(_due_mono(run, run.claimed_at, inserted) == 0.0 for run in claimed):
+        if all(_due_mono(run, run.claimed_at - inserted, inserted) == 0.0 for run in claimed):
             self.claimed = claimed  # all due: they start now, anchored at the INSERT's clock
             return
         # Ticks claimed ahead: a clock reading of its own, one short round trip after the
@@ -244,14 +252,18 @@ class TickClaim:
             # Committed: never strand them for want of a tighter clock. The INSERT's own
             # clock and its reply time make a looser anchor, late rather than early.
             self.claimed = [
-                replace(run, start_mono=_due_mono(run, run.claimed_at, inserted)) for run in claimed
+                replace(run, start_mono=_due_mono(run, run.claimed_at - inserted, inserted))
+                for run in claimed
             ]
             return
         assert row is not None
-        clock: float = row[0].timestamp()
+        low, high = self._clock.add(sent, row[0].timestamp(), received)
         self.claimed = [
             replace(
-                run, claimed_at=clock, claimed_mono=sent, start_mono=_due_mono(run, clock, received)
+                run,
+                claimed_at=sent + high,
+                claimed_mono=sent,
+                start_mono=_due_mono(run, low, received),
             )
             for run in claimed
         ]
@@ -325,6 +337,7 @@ class Store(PooledSchema):
         )
         self.q = named_queries(schema)
         self.lock_timeout = lock_timeout  # how long a sync waits for its lock
+        self.clock = DatabaseClock()  # where ticks claimed ahead are due on this process
 
     async def check_reachable(self, timeout: float = 2.0) -> None:
         """One direct connection, to fail a one-shot command within `timeout` seconds with
@@ -495,7 +508,7 @@ class Store(PooledSchema):
         commit goes out with the record; `TickClaim.claimed` holds the result after the
         block."""
         async with self._connection() as conn, conn.pipeline():
-            claim = TickClaim(conn, self.q, runner_id, code_version)
+            claim = TickClaim(conn, self.q, runner_id, code_version, self.clock)
             async with conn.transaction():
                 await conn.execute(self.q["plan_by_index"])
                 yield claim
