@@ -3,9 +3,9 @@
 - `async def` jobs run on the *job loop*, an event loop in a thread of its own. A job that
   blocks it (a `time.sleep` in async code, the most common asyncio mistake) delays other
   async jobs, never a heartbeat, a claim or a result write; `LoopWatch` names it in the log.
-- Plain `def` jobs run in a thread pool: one without a timeout is executed whole in its
-  thread, its outcome handed back in a batch; one with a timeout is awaited by a task on the
-  control loop, which records the timeout (a thread cannot be killed).
+- Plain `def` jobs run in the job threads (`crew.Crew`): one without a timeout is executed
+  whole in its thread, its outcome handed back in a batch; one with a timeout is awaited by a
+  task on the control loop, which records the timeout (a thread cannot be killed).
 - Jobs with `isolation = "process"` run in worker processes that can be killed (see
   `pgsched.isolation`); the control loop drives the pool, so a hard timeout needs no help
   from the job.
@@ -80,7 +80,7 @@ class Running:
     execution: Execution
     on_job_loop: bool
     in_process: bool = False  # isolation = "process": in a worker process of the pool
-    in_thread: bool = False  # a sync job without a timeout, executed whole in a pool thread
+    in_thread: bool = False  # a sync job without a timeout, executed whole in a job thread
     cancelled_by: str | None = None  # someone asked to cancel it: it ends `cancelled`
     # An async run is handed to the job loop and started there; until then the control loop
     # may take it back (timed out or cancelled behind a blocked loop): then it never starts.
@@ -118,7 +118,7 @@ class Executor:
         self._outbound: list[Running] = []  # async runs to hand to the job loop in one hop
         self._inbound: deque[tuple[int, RunOutcome]] = deque()  # outcomes from the job loop
         self._inbound_signalled = False
-        # outcomes of sync runs executed whole in pool threads (`_run_in_thread`)
+        # outcomes of sync runs executed whole in job threads (`_run_in_thread`)
         self._thread_outcomes: deque[tuple[Running, RunOutcome]] = deque()
         self._thread_outcomes_signalled = False
         self._handover = threading.Lock()  # Running.started / .abandoned, across the threads
@@ -188,7 +188,7 @@ class Executor:
             running.task = self._loop.create_task(self._run_here(running), name=f"run-{claimed.id}")
 
     def _run_in_thread(self, running: Running, call: Callable[..., Any]) -> None:
-        """In a pool thread: the whole run, then one hop back for all that finish meanwhile."""
+        """In a job thread: the whole run, then one hop back for all that finish meanwhile."""
         execution = running.execution
         if self.running.get(execution.claimed.id) is not running:
             return  # ended before its time came (shutdown, lease lost): it never starts
@@ -219,7 +219,8 @@ class Executor:
             # else: aborted, forgotten or timed out already; its late result is not recorded
 
     async def _run_here(self, running: Running) -> None:
-        """A sync job (in the thread pool) or an unknown one: awaited on the control loop."""
+        """A sync job with a timeout (in a job thread) or an unknown one: awaited on the
+        control loop."""
         execution = running.execution
         try:
             await _not_before(execution.claimed)

@@ -27,6 +27,7 @@ class Slots:
         self.waiting: dict[int, tuple[ClaimedRun, asyncio.TimerHandle]] = {}  # tick not due
         self.starting = True  # False once shutdown's grace period is over: nothing starts
         self._no_prefetch_until = 0.0  # after giving runs back, claim only for free slots
+        self._fill_scheduled = False
 
     # --- how much to claim ----------------------------------------------------------------
 
@@ -89,6 +90,18 @@ class Slots:
         if due:
             self.prefetched.extendleft(reversed(due))
             self.fill()
+
+    def fill_soon(self) -> None:
+        """A slot is free: fill it once the loop's current callback is done. The outcomes of
+        a batch free their slots one by one; the runs waiting for them then start together,
+        in one hand-over, rather than one by one between the outcomes."""
+        if not self._fill_scheduled:
+            self._fill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._fill_scheduled_now)
+
+    def _fill_scheduled_now(self) -> None:
+        self._fill_scheduled = False
+        self.fill()
 
     def fill(self) -> None:
         """Start prefetched runs, oldest first, while slots are free."""

@@ -6,7 +6,7 @@ never runs there (see `executing`). Duties, by module:
 
 - `claiming.Claimer`: claim due ticks and pending runs; `claiming.GiveBack`: return runs
   held too long;
-- `executing.Executor`: run the callables (job loop, thread pool, worker processes);
+- `executing.Executor`: run the callables (job loop, job threads, worker processes);
   `executing.LoopWatch`: name a job that blocks the job loop;
 - `leases.Heartbeat`, `leases.Reaper`: keep this runner's lease, recover lost runners' runs;
 - `results.Results`: the outbox every outcome takes to the database;
@@ -121,7 +121,7 @@ class Runner:
         if claimed is not None:
             if self.metrics is not None:
                 self.metrics.run_finished(outcome, claimed)
-            self.slots.fill()
+            self.slots.fill_soon()
             self.claimer.wake()
 
     def _known(self) -> list[int]:
@@ -491,8 +491,8 @@ def run_inline(
 def leave_without_leaked_threads(code: int, log: Any) -> None:
     """Threads that would keep the interpreter alive at exit, past the grace period: ones a
     job leaked (non-daemon), and job threads that ignored cancellation (their runs are
-    already recorded; concurrent.futures joins its workers at exit, daemon or not). Give
-    them a moment, then leave without them."""
+    already recorded; daemons, but a daemon still running Python code while the interpreter
+    finalizes may crash it or hang). Give them a moment, then leave without them."""
 
     def blocking_exit() -> list[threading.Thread]:
         return [
