@@ -13,13 +13,15 @@ ext = Extension("tests")
 
 @ext.job("tick-every-second", schedule="* * * * * *", description="no-op, every second")
 def every_second(ctx: JobContext) -> JobResult:
-    return JobResult.success().with_data({"pid": os.getpid()})
+    # the wall clock as the job starts: the tests' database shares this machine's clock
+    return JobResult.success().with_data({"pid": os.getpid(), "wall_clock": time.time()})
 
 
 @ext.job("tick-every-two", schedule="*/2 * * * * *", description="async no-op, every 2 s")
-async def every_two(ctx: JobContext) -> str:
+async def every_two(ctx: JobContext) -> JobResult:
+    started = time.time()
     await asyncio.sleep(0)
-    return f"ran in {os.getpid()}"
+    return JobResult.success(f"ran in {os.getpid()}").with_data({"wall_clock": started})
 
 
 @ext.job("echo-params", description="returns its params as data")

@@ -28,12 +28,19 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
     rows = query(
         dsn,
         """
-        SELECT job_name, scheduled_for, status, runner, started_at, message FROM pgsched.runs
-        WHERE trigger = 'schedule' ORDER BY scheduled_for""",
+        SELECT job_name, scheduled_for, status, runner, started_at, message,
+               (data->>'wall_clock')::float8 AS wall_clock
+        FROM pgsched.runs WHERE trigger = 'schedule' ORDER BY scheduled_for""",
     )
-    # Runners claim ticks up to `lookahead` (0.5 s) early, but never start one before its time.
+    # Runners claim ticks up to `lookahead` (0.5 s) early, but never start one before its time:
+    # neither by what they record nor by the clock the job reads as it starts (the database
+    # runs on this machine, so its clock is the job's).
     early = [r for r in rows if r["started_at"] and r["started_at"] < r["scheduled_for"]]
     assert not early, f"started before their tick: {early[:3]}"
+    read = [r for r in rows if r["wall_clock"] is not None]
+    assert len(read) >= len(rows) // 2, "the jobs report the clock they start at"
+    early = [r for r in read if r["wall_clock"] < r["scheduled_for"].timestamp()]
+    assert not early, f"a job read a clock before its tick: {early[:3]}"
     for job, step in [("tick-every-second", 1), ("tick-every-two", 2)]:
         ticks = [r["scheduled_for"] for r in rows if r["job_name"] == job]
         counts = Counter(ticks)
