@@ -426,7 +426,7 @@ def cancelled_outcome(outcome: RunOutcome, by: str) -> RunOutcome:
 
 
 async def _not_before(claimed: ClaimedRun) -> None:
-    """A tick handed over ahead of its time (`Slots.HANDOVER_LEAD`) waits for it here."""
+    """A tick handed over ahead of its time (`slots.HANDOVER_LEAD`) waits for it here."""
     if (delay := claimed.start_mono - time.monotonic()) > 0:
         await asyncio.sleep(delay)
 
