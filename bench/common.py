@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -298,6 +299,97 @@ def print_latency(title: str, stats: dict[str, float]) -> None:
     keys = ["n", "p50", "p90", "p99", "max", "mean"]
     print_table(
         [k if k == "n" else f"{k} ms" for k in keys], [[stats.get(k, math.nan) for k in keys]]
+    )
+
+
+# --- fire lag (fire_precision.py, schedules.py lag) -------------------------------------------
+
+# The columns `report_fire_lag` reads, in this order, from `pgsched.runs`.
+FIRE_LAG_COLUMNS = """status, runner, extract(epoch FROM started_at - scheduled_for)::float8,
+       extract(epoch FROM created_at - scheduled_for)::float8,
+       extract(epoch FROM scheduled_for)::float8"""
+
+
+def report_fire_lag(
+    benchmark: str,
+    tag: str,
+    title: str,
+    data: Sequence[tuple[Any, ...]],
+    expected: int,
+    cpu: Any,
+    info: dict[str, Any],
+    params: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Print and write the fire lag of `data` (rows of FIRE_LAG_COLUMNS): lag = started_at -
+    scheduled_for; created_at - scheduled_for is when the claim transaction began (how late
+    the claim began, vs. how long it and the local start took after that)."""
+    done = [(lag, wake) for status, _, lag, wake, _ in data if status == "succeeded" and lag]
+    lags = [lag for lag, _ in done]
+    stats = summary_ms(lags)
+    wakes = summary_ms([wake for _, wake in done])
+    statuses = Counter(row[0] for row in data)
+    per_runner = sorted(Counter(row[1] for row in data).values(), reverse=True)
+    print(f"\n{title}; {expected:,} ticks expected, {len(data):,} recorded")
+    print_latency("lag = started_at - scheduled_for", stats)
+    print_latency("of which: claim began = created_at - scheduled_for", wakes)
+    print_worst_seconds(data)
+    print(f"\nstatuses: {dict(statuses)}")
+    print(f"runs per runner: {per_runner}")
+    print(f"runner CPU, % of one core: {cpu}")
+    print("\ntargets: p50 <= 5 ms, p99 <= 20 ms")
+    print_table(
+        ["", "p50 ms", "p99 ms"],
+        [["measured", stats.get("p50", 0.0), stats.get("p99", 0.0)], ["target", 5.0, 20.0]],
+    )
+    write_result(
+        benchmark,
+        tag,
+        {
+            "params": params,
+            "machine": info,
+            "expected_ticks": expected,
+            "recorded_ticks": len(data),
+            "statuses": dict(statuses),
+            "runs_per_runner": per_runner,
+            "runner_cpu_percent": cpu,
+            "lag_ms": stats,
+            "claim_began_ms": wakes,
+            "lag_cdf_ms": distribution_ms(lags),
+            **(extra or {}),
+        },
+    )
+
+
+def print_worst_seconds(data: list[tuple[Any, ...]], count: int = 5) -> None:
+    """The seconds with the latest starts, per runner: a tail made of a few bad seconds (a
+    pause in one process) reads differently from one spread over all of them."""
+    by_second: dict[tuple[float, str], list[float]] = {}
+    for status, runner, lag, _, second in data:
+        if status == "succeeded" and lag is not None:
+            by_second.setdefault((second, runner), []).append(lag)
+    worst = sorted(by_second.items(), key=lambda item: -max(item[1]))[:count]
+    firsts = sorted(min(lags) for lags in by_second.values())
+    lasts = sorted(max(lags) for lags in by_second.values())
+    if firsts:
+        print(
+            f"\nper (second, runner): first start p50 {firsts[len(firsts) // 2] * 1000:.2f} ms, "
+            f"last start p50 {lasts[len(lasts) // 2] * 1000:.2f} ms"
+        )
+    print(f"\nworst {count} (second, runner) by their last start:")
+    print_table(
+        ["second", "runner", "runs", "first ms", "p50 ms", "last ms"],
+        [
+            [
+                time.strftime("%H:%M:%S", time.gmtime(second)),
+                runner[-8:],
+                len(lags),
+                min(lags) * 1000,
+                sorted(lags)[len(lags) // 2] * 1000,
+                max(lags) * 1000,
+            ]
+            for (second, runner), lags in worst
+        ],
     )
 
 

@@ -32,7 +32,6 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +41,19 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    FIRE_LAG_COLUMNS,
     ROOT,
     base_parser,
     database,
-    distribution_ms,
     env_for,
     log,
     machine,
-    print_latency,
     print_table,
+    report_fire_lag,
     rows,
     runners,
     scalar,
     server,
-    summary_ms,
     tick_window,
     write_result,
 )
@@ -272,10 +270,8 @@ def cmd_lag(args: Any) -> None:
             start, end, cpu = tick_window(dsn, procs, args.warmup, args.seconds)
         data = rows(
             dsn,
-            """
-            SELECT status, runner, extract(epoch FROM started_at - scheduled_for)::float8,
-                   extract(epoch FROM created_at - scheduled_for)::float8, params,
-                   extract(epoch FROM scheduled_for)::float8
+            f"""
+            SELECT {FIRE_LAG_COLUMNS}, params
             FROM pgsched.runs
             WHERE trigger = 'schedule' AND job_name = %s AND schedule_key LIKE 'every-%%'
               AND scheduled_for >= %s AND scheduled_for < %s
@@ -283,78 +279,18 @@ def cmd_lag(args: Any) -> None:
             (JOB, start, end),
         )
         info = machine(dsn)
-    done = [(lag, wake) for status, _, lag, wake, _, _ in data if status == "succeeded" and lag]
-    lags = [lag for lag, _ in done]
-    stats = summary_ms(lags)
-    statuses = Counter(d[0] for d in data)
-    per_runner = Counter(d[1] for d in data)
-    with_params = sum(1 for d in data if d[4] and "i" in d[4])
-    expected = args.schedules * args.seconds
-    print(
-        f"\nfire lag: {args.schedules} runtime schedules x {args.seconds}s, {args.runners} "
-        f"runners; {expected:,} ticks expected, {len(data):,} recorded, "
-        f"{with_params:,} with their params"
-    )
-    print_latency("lag = started_at - scheduled_for", stats)
-    print_latency(
-        "of which: claim began = created_at - scheduled_for", summary_ms([w for _, w in done])
-    )
-    print_worst_seconds(data)
-    print(f"\nstatuses: {dict(statuses)}")
-    print(f"runs per runner: {sorted(per_runner.values(), reverse=True)}")
-    print(f"runner CPU, % of one core: {cpu}")
-    print_table(
-        ["", "p50 ms", "p99 ms"],
-        [["measured", stats.get("p50", 0.0), stats.get("p99", 0.0)], ["target", 5.0, 20.0]],
-    )
-    write_result(
+    with_params = sum(1 for row in data if row[5] and "i" in row[5])
+    report_fire_lag(
         "schedules_lag",
         args.tag or f"{args.schedules}s{args.runners}r",
-        {
-            "params": vars(args),
-            "machine": info,
-            "expected_ticks": expected,
-            "recorded_ticks": len(data),
-            "with_params": with_params,
-            "statuses": dict(statuses),
-            "runs_per_runner": sorted(per_runner.values(), reverse=True),
-            "runner_cpu_percent": cpu,
-            "lag_ms": stats,
-            "claim_began_ms": summary_ms([w for _, w in done]),
-            "lag_cdf_ms": distribution_ms(lags),
-        },
-    )
-
-
-def print_worst_seconds(data: list[tuple[Any, ...]], count: int = 5) -> None:
-    """The seconds with the latest starts, per runner: a tail made of a few bad seconds (a
-    pause in one process) reads differently from one spread over all of them."""
-    by_second: dict[tuple[float, str], list[float]] = {}
-    for status, runner, lag, _, _, second in data:
-        if status == "succeeded" and lag is not None:
-            by_second.setdefault((second, runner), []).append(lag)
-    worst = sorted(by_second.items(), key=lambda item: -max(item[1]))[:count]
-    firsts = sorted(min(lags) for lags in by_second.values())
-    lasts = sorted(max(lags) for lags in by_second.values())
-    if firsts:
-        print(
-            f"\nper (second, runner): first start p50 {firsts[len(firsts) // 2] * 1000:.2f} ms, "
-            f"last start p50 {lasts[len(lasts) // 2] * 1000:.2f} ms"
-        )
-    print(f"\nworst {count} (second, runner) by their last start:")
-    print_table(
-        ["second", "runner", "runs", "first ms", "p50 ms", "last ms"],
-        [
-            [
-                time.strftime("%H:%M:%S", time.gmtime(second)),
-                runner[-8:],
-                len(lags),
-                min(lags) * 1000,
-                sorted(lags)[len(lags) // 2] * 1000,
-                max(lags) * 1000,
-            ]
-            for (second, runner), lags in worst
-        ],
+        f"fire lag: {args.schedules} runtime schedules x {args.seconds}s, {args.runners} runners "
+        f"(concurrency {args.concurrency}), {with_params:,} runs with their params",
+        [row[:5] for row in data],
+        args.schedules * args.seconds,
+        cpu,
+        info,
+        vars(args),
+        {"with_params": with_params},
     )
 
 
