@@ -59,7 +59,11 @@ HOT: list[tuple[str, dict[str, Any], bool]] = [
         True,
     ),
     ("job_activity", {"names": ["job-1", "job-2"], "keys": ["default", "default"]}, True),
-    ("record_ticks", {"runner": RUNNER, "jobs": json.dumps(PLANS), "ticks": json.dumps(TICKS)}, True),
+    (
+        "record_ticks",
+        {"runner": RUNNER, "jobs": json.dumps(PLANS), "ticks": json.dumps(TICKS)},
+        True,
+    ),
     ("claim_pending", {"runner": RUNNER, "limit": 100, "code_version": CODE}, True),
     ("finish_runs", {"results": json.dumps(RESULT)}, True),
     ("release_runs", {"ids": [1, 2], "leases": [LEASE, LEASE]}, True),
