@@ -19,18 +19,19 @@ import codecs
 import contextlib
 import os
 import signal
+import site
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .execution import Execution, UserPools
 from .logs import get_logger
 from .registry import JobDefinition
 from .store import ClaimedRun, RunOutcome
-from .ticks import _worker_env
 from .worker import (
     HEADER_SIZE,
     Message,
@@ -518,3 +519,14 @@ class ProcessPool:
         task = asyncio.create_task(worker.close())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+
+def _worker_env() -> dict[str, str]:
+    """This very pgsched for the worker: its folder goes on PYTHONPATH unless it is a
+    site-packages folder (which a new interpreter finds anyway, after the standard library)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    sites = {str(Path(p).resolve()) for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    if package_root in sites:
+        return dict(os.environ)
+    paths = [package_root, os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}

@@ -117,27 +117,34 @@ _KNOWN_MOST = 50_000
 def resolve(rows: Iterable[Mapping[str, Any]], now: datetime) -> list[Resolved]:
     """First tick after `now` for each row (id, job_name, key, cron, zone), or the error to
     store: the expression, and what is wrong with it."""
-    if len(_known) > _KNOWN_MOST:
-        _known.clear()
     out = []
     for row in rows:
-        cache_key = (row["cron"], row["zone"])
-        known = _known.get(cache_key)
-        if isinstance(known, str):
-            out.append(Resolved(row["id"], None, _error(row, known)))
-            continue
-        if known is not None and known[0] <= now < known[1]:
-            out.append(Resolved(row["id"], known[1], None))
-            continue
-        try:
-            tick = parse_schedule(row["cron"], row["zone"]).next_after(now)
-        except CronError as exc:
-            _known[cache_key] = str(exc)
-            out.append(Resolved(row["id"], None, _error(row, str(exc))))
-            continue
-        _known[cache_key] = (now, tick)
-        out.append(Resolved(row["id"], tick, None))
+        tick = first_tick(row["cron"], row["zone"], now)
+        if isinstance(tick, str):
+            out.append(Resolved(row["id"], None, _error(row, tick)))
+        else:
+            out.append(Resolved(row["id"], tick, None))
     return out
+
+
+def first_tick(cron: str, zone: str, now: datetime) -> datetime | str:
+    """The first tick after `now` of (cron, zone), or why it is invalid: the one computation
+    of first ticks, for rows written by SQL (`resolve`) and for a sync's code schedules alike,
+    each (expression, zone) computed once while its answer holds."""
+    if len(_known) > _KNOWN_MOST:
+        _known.clear()
+    known = _known.get((cron, zone))
+    if isinstance(known, str):
+        return known
+    if known is not None and known[0] <= now < known[1]:
+        return known[1]
+    try:
+        tick = parse_schedule(cron, zone).next_after(now)
+    except CronError as exc:
+        _known[(cron, zone)] = str(exc)
+        return str(exc)
+    _known[(cron, zone)] = (now, tick)
+    return tick
 
 
 def _error(row: Mapping[str, Any], reason: str) -> str:

@@ -33,9 +33,8 @@ from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
-from .schedules import Schedule, resolve
+from .schedules import Schedule, first_tick, resolve
 from .states import OutcomeStatus, Trigger
-from .ticks import next_ticks_after
 from .topology import Topology
 
 Row = dict[str, Any]
@@ -847,11 +846,10 @@ def _changed_definitions(
         if reset:
             resets.setdefault((row["schedule"], row["timezone"]), []).append((row, d))
         changed.append(row)
-    ticks = next_ticks_after(resets, db_now)  # one computation per schedule and zone
-    for key, rows in resets.items():
-        tick = ticks.get(key)
+    for (expression, zone), rows in resets.items():  # one computation per schedule and zone
+        tick = first_tick(expression, zone, db_now)
         for row, d in rows:
-            if tick is None:  # not computable: raises naming the job
+            if isinstance(tick, str):  # not computable: raises naming the job
                 cron = d.cron
                 assert cron is not None
                 tick = cron.next_after(db_now)
