@@ -154,7 +154,7 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
 
         # Calm: no more kills; once the leases expire, the live runners reap what the killed
         # ones held. Then a graceful stop of all.
-        wait_until(lambda: settled(dsn, procs), 60, "the final reap", procs)
+        wait_until(lambda: settled(dsn, procs), 180, "the final reap", procs)
         for p in procs:
             assert p.alive, f"{p.log_path.name} died on its own:\n{p.output()[-3000:]}"
         stopping_at = db_now(dsn)
@@ -273,11 +273,16 @@ def test_chaos_every_tick_has_one_row_and_no_tick_starts_twice(
         assert r["retry_of"] in by_id and by_id[r["retry_of"]]["status"] == "failed", r
     for r in lost:
         assert r["status"] == "failed"
-    # A job that kills its worker process fails its own run, never its runner.
+    # A job that kills its worker process fails its own run, never its runner. (On a loaded
+    # machine one may still be running when the graceful stop's grace period ends: ended so,
+    # it is that run's fate, not the property under test.)
     for r in suicides:
         assert r["status"] == "skipped" or (
             r["status"] == "failed"
-            and ("exited with code 7" in r["message"] or r["message"].startswith("runner lost"))
+            and (
+                "exited with code 7" in r["message"]
+                or r["message"].startswith(("runner lost", "shutdown: still running after"))
+            )
         ), r
     assert kills >= 5
     assert not query(dsn, "SELECT 1 FROM pgsched.runners")
