@@ -156,8 +156,7 @@ class Insight(PooledSchema):
         self.q = named_queries(schema, "insight.sql")
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        async with self._connection() as conn:
-            return await _run(conn, self.q[name], params)
+        return await self._autocommit(lambda conn: _run(conn, self.q[name], params))
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:

@@ -338,6 +338,11 @@ class Runner:
         else:
             return False
         self.health.back()
+        try:
+            for conflict in await self.store.setting_conflicts():
+                self.log.warning("server setting conflicts with pgsched", problem=conflict)
+        except DatabaseError as exc:  # a check only: the duties report the database
+            self.log.warning("could not read the server's settings", error=str(exc))
         self.executor.open()
         self._drive(self.heartbeat, self.results)
         self.ready.set()
