@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .clock import DatabaseClock
+from .connections import Refusals, pool_timeout_reason, recording_async
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -323,7 +324,8 @@ class PooledSchema:
     ) -> None:
         self.dsn = dsn
         self.schema = schema
-        self.pool = AsyncConnectionPool(
+        self.refusals = Refusals()  # why the server refused the pool a connection, lately
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
@@ -332,13 +334,26 @@ class PooledSchema:
             timeout=10,
             name=name,
             configure=_read_committed,
+            connection_class=recording_async(self.refusals),
         )
 
     async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
         try:
             await self.pool.open(wait=wait, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise self._pool_timeout(timeout) from exc
+        except psycopg.Error as exc:
             raise translate_error(exc, self.schema) from exc
+
+    def _pool_timeout(self, waited: float) -> DatabaseUnavailableError:
+        """A pool timeout in the server's words (a pool alone says only that it timed out)."""
+        pool = self.pool
+        why = pool_timeout_reason(
+            pool.name, pool.max_size, pool.get_stats()["pool_size"], self.refusals
+        )
+        return DatabaseUnavailableError(
+            f"database unavailable: no connection within {waited:g}s: {why}"
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -351,7 +366,9 @@ class PooledSchema:
         try:
             async with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.Error, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise self._pool_timeout(self.pool.timeout) from exc
+        except psycopg.Error as exc:
             raise translate_error(exc, self.schema) from exc
 
     async def _autocommit(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
