@@ -979,6 +979,10 @@ def _started_as_pgsched() -> bool:
 # --- operating it: health, explain, dashboard (issue 13) ---------------------------------------
 
 
+class _CannotConnect(ConfigError):
+    """The database refused or could not be reached (the message has the server's reason)."""
+
+
 def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
     """Run `action` with an open `pgsched.insight.Insight`, like `App.with_store`."""
     from .insight import Insight
@@ -995,7 +999,7 @@ def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
             await check_reachable(app.dsn, app.profile.schema, 2.0, app.topology.connect_kwargs)
             await insight.open(wait=False)
         except DatabaseError as exc:
-            raise ConfigError(
+            raise _CannotConnect(
                 f"cannot connect to the database at {_safe_dsn(app.dsn)} ({exc}); check "
                 "--dsn, PGSCHED_DATABASE_URL or database.url in the profile"
             ) from exc
@@ -1013,7 +1017,14 @@ def _with_insight(app: App, action: Callable[[Any], Awaitable[T]]) -> T:
 def health(ctx: click.Context, as_json: bool) -> None:
     """Exit 0 when a runner is live and no tick is overdue, else 1 with the reason."""
     app: App = ctx.obj
-    result = _with_insight(app, lambda i: i.health())
+    try:
+        result = _with_insight(app, lambda i: i.health())
+    except _CannotConnect as exc:  # unhealthy, not a usage error: out of connections, say
+        if _wants_json(ctx, as_json):
+            _print_json({"ok": False, "live_runners": None, "overdue": [], "reasons": [str(exc)]})
+        else:
+            click.echo(f"unhealthy: {exc}")
+        sys.exit(1)
     if _wants_json(ctx, as_json):
         _print_json(
             {

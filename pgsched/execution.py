@@ -36,11 +36,17 @@ class _UserBaseException(Exception):
 
 @dataclass
 class UserPools:
-    """Lazily opened pools handed to jobs through JobContext: no connections until used."""
+    """Lazily opened pools handed to jobs through JobContext: no connections until used.
+
+    They keep the team's server settings (isolation, timeouts, search_path: it is their code);
+    a wait longer than `timeout` (runner.job_pool_timeout) fails the job naming the pool and
+    the server's reason (pgsched.connections.JobPoolTimeout)."""
 
     dsn: str
     max_size: int = 10
     kwargs: dict[str, Any] = field(default_factory=dict)  # Topology.connect_kwargs
+    timeout: float = 10.0
+    watch: Any = None  # pgsched.connections.ConnectionWatch: the runner's probes hear of it
     _sync: Any = None
     _async: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,7 +56,9 @@ class UserPools:
             if self._sync is None:
                 from psycopg_pool import ConnectionPool
 
-                self._sync = ConnectionPool(
+                from .connections import JobPool, Refusals
+
+                self._sync = JobPool(
                     self.dsn,
                     min_size=0,
                     max_size=self.max_size,
@@ -58,6 +66,10 @@ class UserPools:
                     name="pgsched-jobs",
                     kwargs=dict(self.kwargs),
                     check=ConnectionPool.check_connection,  # no dead connections after a restart
+                    timeout=self.timeout,
+                    reconnect_timeout=self.timeout,  # see async_pool
+                    refusals=Refusals(),
+                    watch=self.watch,
                 )
             return self._sync
 
@@ -65,7 +77,9 @@ class UserPools:
         if self._async is None:
             from psycopg_pool import AsyncConnectionPool
 
-            self._async = AsyncConnectionPool(
+            from .connections import AsyncJobPool, Refusals
+
+            self._async = AsyncJobPool(
                 self.dsn,
                 min_size=0,
                 max_size=self.max_size,
@@ -73,6 +87,13 @@ class UserPools:
                 name="pgsched-jobs-async",
                 kwargs=dict(self.kwargs),
                 check=AsyncConnectionPool.check_connection,
+                timeout=self.timeout,
+                # A refused attempt is retried with a backoff that grows to minutes within
+                # psycopg_pool's default 300 s, so the pool came back that late after the
+                # server let it in again; bounded so, each job's wait starts a fresh attempt.
+                reconnect_timeout=self.timeout,
+                refusals=Refusals(),
+                watch=self.watch,
             )
         return self._async
 

@@ -87,6 +87,11 @@ def describe_schedule(expression: str | None, timezone: str = "UTC", with_zone: 
     return f"{text}, {timezone}" if with_zone else text
 
 
+# How long runs failed for want of a connection (JobPoolTimeout) keep `pgsched health`
+# unhealthy: while they go on failing, and a minute after.
+POOL_FAILURE_WINDOW = 60.0
+
+
 @dataclass(frozen=True)
 class Health:
     """Healthy: at least one live runner and no overdue tick."""
@@ -156,8 +161,7 @@ class Insight(PooledSchema):
         self.q = named_queries(schema, "insight.sql")
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        async with self._connection() as conn:
-            return await _run(conn, self.q[name], params)
+        return await self._autocommit(lambda conn: _run(conn, self.q[name], params))
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection[Any]]:
@@ -221,6 +225,12 @@ class Insight(PooledSchema):
             names = ", ".join(f"{r['job_name']} ({r['count']})" for r in overdue[:5])
             more = f" and {len(overdue) - 5} more" if len(overdue) > 5 else ""
             reasons.append(f"{len(overdue)} job(s) with overdue ticks: {names}{more}")
+        window = {"window": POOL_FAILURE_WINDOW}
+        for r in await self._all("pool_failures", window):
+            reasons.append(
+                f"runner {r['runner']}: {r['failures']} run(s) failed in the last "
+                f"{POOL_FAILURE_WINDOW:g} s for want of a database connection: {r['message']}"
+            )
         return Health(len(runners), overdue, reasons)
 
     async def cluster_snapshot(self) -> ClusterSnapshot:

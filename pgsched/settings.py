@@ -199,6 +199,7 @@ class RunnerSettings:
     max_tasks_per_child: int | None = None  # isolation="process": runs per worker, None = any
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz here; None = don't
     metrics_bind: str = "127.0.0.1"  # the address the metrics server listens on
+    job_pool_timeout: float = 10.0  # seconds a job waits for a connection of ctx.pool/apool
 
     @property
     def prefetch_runs(self) -> int:

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg import AsyncConnection, errors, sql
+from psycopg import AsyncConnection, IsolationLevel, errors, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .clock import DatabaseClock
+from .connections import Refusals, pool_timeout_reason, recording_async
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -38,6 +39,18 @@ from .states import OutcomeStatus, Trigger
 from .topology import Topology
 
 Row = dict[str, Any]
+T = TypeVar("T")
+
+# A statement sent in autocommit mode runs at the server's default isolation; under
+# `repeatable read` or `serializable` an UPDATE of a row another runner changed since the
+# statement began fails (40001) where READ COMMITTED would re-check the row. It rolled back
+# whole, so sending it again is the same as sending it once. Likewise one cut short by a
+# short `lock_timeout` of the team's while a claim or a result held the row for a moment.
+_SERIALIZATION_RETRIES = 5
+
+# Shorter than this, a database's or role's statement_timeout can cancel statements pgsched
+# does not lift it for: a sync of many jobs, a batch of schedule validation, a migration.
+LONGEST_STATEMENT = 60.0
 
 # SQLSTATEs that mean the server went away or is not there (yet): a retry later may work.
 # https://www.postgresql.org/docs/current/errcodes-appendix.html (class 08, 57P01-57P03)
@@ -74,6 +87,24 @@ def translate_error(exc: BaseException, schema: str) -> DatabaseError:
             sqlstate=state,
         )
     return DatabaseRefusedError(f"the database refused the statement: {primary}", sqlstate=state)
+
+
+def setting_conflicts(row: Row) -> list[str]:
+    """What in the session defaults of `session_timeouts` conflicts with pgsched, each naming
+    the setting and the fix. Claims and results lift the timeouts for their own
+    transactions (plan_by_index), so only what they cannot reach is named."""
+    conflicts = []
+    timeout = row["statement_timeout_ms"]
+    if 0 < timeout < LONGEST_STATEMENT * 1000:
+        role = sql.Identifier(row["role"]).as_string(None)
+        conflicts.append(
+            f"statement_timeout is {row['statement_timeout_text']} for role {row['role']} on "
+            f"database {row['database']}: pgsched lifts it in claims and results, but a sync "
+            "of many jobs, a batch of schedule validation or a migration can run longer and "
+            f"would be cancelled; fix: ALTER ROLE {role} SET statement_timeout = 0 (or at "
+            f"least {LONGEST_STATEMENT:g}s), or give pgsched a role of its own"
+        )
+    return conflicts
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and one of these
@@ -268,6 +299,15 @@ class TickClaim:
         ]
 
 
+async def _read_committed(conn: AsyncConnection[Any]) -> None:
+    """Every BEGIN of pgsched's own connections says READ COMMITTED, whatever the database's
+    `default_transaction_isolation`: claims lock with SKIP LOCKED and update rows other runners
+    just changed, which a repeatable read or serializable snapshot refuses (40001). Carried
+    by each BEGIN, not a session SET: it holds behind a transaction pooler too. Client-side
+    only: no round trip."""
+    await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
+
+
 class PooledSchema:
     """A connection pool to one pgsched schema whose connections translate psycopg's errors
     into pgsched's own: the base of every store-layer class (Store, insight.Insight)."""
@@ -283,7 +323,8 @@ class PooledSchema:
     ) -> None:
         self.dsn = dsn
         self.schema = schema
-        self.pool = AsyncConnectionPool(
+        self.refusals = Refusals()  # why the server refused the pool a connection, lately
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max_size,
@@ -291,13 +332,27 @@ class PooledSchema:
             kwargs={"autocommit": True, **(connect_kwargs or {})},
             timeout=10,
             name=name,
+            configure=_read_committed,
+            connection_class=recording_async(self.refusals),
         )
 
     async def open(self, wait: bool = True, timeout: float = 10.0) -> None:
         try:
             await self.pool.open(wait=wait, timeout=timeout)
-        except (psycopg.Error, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise self._pool_timeout(timeout) from exc
+        except psycopg.Error as exc:
             raise translate_error(exc, self.schema) from exc
+
+    def _pool_timeout(self, waited: float) -> DatabaseUnavailableError:
+        """A pool timeout in the server's words (a pool alone says only that it timed out)."""
+        pool = self.pool
+        why = pool_timeout_reason(
+            pool.name, pool.max_size, pool.get_stats()["pool_size"], self.refusals
+        )
+        return DatabaseUnavailableError(
+            f"database unavailable: no connection within {waited:g}s: {why}"
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -310,8 +365,22 @@ class PooledSchema:
         try:
             async with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.Error, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise self._pool_timeout(self.pool.timeout) from exc
+        except psycopg.Error as exc:
             raise translate_error(exc, self.schema) from exc
+
+    async def _autocommit(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run one autocommit statement on a pooled connection, again if a stricter default
+        isolation failed it for a concurrent update (see _SERIALIZATION_RETRIES)."""
+        for attempt in range(1, _SERIALIZATION_RETRIES + 1):
+            async with self._connection() as conn:
+                try:
+                    return await statement(conn)
+                except (errors.SerializationFailure, errors.LockNotAvailable):
+                    if attempt == _SERIALIZATION_RETRIES:
+                        raise
+        raise AssertionError("unreachable")
 
 
 class Store(PooledSchema):
@@ -344,10 +413,12 @@ class Store(PooledSchema):
         await check_reachable(self.dsn, self.schema, timeout, self.topology.connect_kwargs)
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
-        async with self._connection() as conn:
+        async def run(conn: AsyncConnection[Any]) -> list[Row]:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(self.q[name], params or {})
             return await cur.fetchall() if cur.description else []
+
+        return await self._autocommit(run)
 
     async def _one(self, name: str, params: dict[str, Any] | None = None) -> Row | None:
         rows = await self._all(name, params)
@@ -385,6 +456,13 @@ class Store(PooledSchema):
             )
             await cur.execute(self.q["register_runner"], params)
         return adopted
+
+    async def setting_conflicts(self) -> list[str]:
+        """Server settings of this role's sessions that conflict with pgsched (see
+        `setting_conflicts`), for a warning at start-up."""
+        row = await self._one("session_timeouts")
+        assert row is not None
+        return setting_conflicts(row)
 
     async def heartbeat(self, runner_id: str, stopping: bool = False) -> bool:
         """False when this runner was declared dead by another and must re-register."""

@@ -152,11 +152,13 @@ class _Server:
         dsn: str,
         runner_id: str,
         connect_kwargs: dict[str, Any] | None = None,
+        pool_timeout: float = 10.0,
     ) -> None:
         self.channel = channel
         self.registry = registry
         self.runner_id = runner_id
-        self.pools = UserPools(dsn, kwargs=connect_kwargs or {})  # the runner's topology
+        # the runner's topology, and its runner.job_pool_timeout (the same profile)
+        self.pools = UserPools(dsn, kwargs=connect_kwargs or {}, timeout=pool_timeout)
         self.loop = asyncio.new_event_loop()
         self.executor = _LastTaskExecutor(max_workers=1, thread_name_prefix="pgsched-job")
         self.runs: queue.SimpleQueue[Execution] = queue.SimpleQueue()
@@ -263,7 +265,10 @@ def _start(channel: _Channel, start: Message) -> _Server:
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
     configure_logging(start["log_level"], start["log_json"])
     registry = load_registry(start["apps"], start["profile_path"], start["dsn"], start["schema"])
-    return _Server(channel, registry, start["dsn"], start["runner_id"], start.get("connect_kwargs"))
+    timeout = profile_from_env(start["profile_path"], start["dsn"]).runner.job_pool_timeout
+    return _Server(
+        channel, registry, start["dsn"], start["runner_id"], start.get("connect_kwargs"), timeout
+    )
 
 
 if __name__ == "__main__":

@@ -370,3 +370,18 @@ SELECT job_name FROM {schema}.runs WHERE id = %(id)s
 INSERT INTO {schema}.actions (actor, action, job_name, run_id, detail)
 VALUES (%(actor)s, %(action)s, %(job)s, %(run)s, %(detail)s)
 RETURNING id, at
+
+-- name: pool_failures
+-- Runs that failed in the last `window` seconds because their job got no database connection
+-- within runner.job_pool_timeout (pgsched.connections.JobPoolTimeout), by runner, with the
+-- latest message: a runner that heartbeats while every run fails so is not healthy. Bounded
+-- to the window by runs_finished_idx.
+SELECT r.runner, count(*) AS failures,
+       (array_agg(r.message ORDER BY r.finished_at DESC))[1] AS message
+FROM {schema}.runs r
+WHERE r.finished_at >= now() - make_interval(secs => %(window)s)
+  AND r.status = 'failed'
+  AND r.error ->> 'type' = 'pgsched.connections.JobPoolTimeout'
+GROUP BY r.runner
+ORDER BY r.runner
+LIMIT 20

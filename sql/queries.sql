@@ -49,9 +49,14 @@ SELECT clock_timestamp() AS clock
 -- (the small seq scan of runners in lock_due_jobs) costs 10^10, past every jit_*_above_cost,
 -- so a server with JIT on (Debian's, the official image's) compiled each claim: 0.5-3.5 s
 -- instead of 0.5 ms. None of these statements is ever worth compiling.
+-- And no timeout of the team's (statement_timeout, lock_timeout,
+-- idle_in_transaction_session_timeout as database or role defaults) cuts a claim or a result
+-- short on a loaded server: they hold a runner's work, and end on their own.
 SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true),
        set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true),
-       set_config('jit', 'off', true)
+       set_config('jit', 'off', true), set_config('statement_timeout', '0', true),
+       set_config('lock_timeout', '0', true),
+       set_config('idle_in_transaction_session_timeout', '0', true)
 
 -- name: lock_due_jobs
 -- Step 1 of a tick claim: lock due schedules, and those due within `lookahead` seconds
@@ -811,3 +816,11 @@ FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
 WHERE %(job)s::text IS NULL OR s.job_name = %(job)s
 ORDER BY s.job_name, s.key = 'default' DESC, s.key
 LIMIT %(limit)s
+
+-- name: session_timeouts
+-- The timeouts this role's sessions start with (server, database and role defaults), in
+-- milliseconds, for the runner's start-up check of settings that conflict with pgsched.
+SELECT current_user AS role, current_database() AS database,
+       current_setting('statement_timeout') AS statement_timeout_text,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout')
+           AS statement_timeout_ms

@@ -75,22 +75,31 @@ class Health:
     """Whether the database answers, as the duties see it: logged once per outage, not per
     failing step, and told to whoever needs to act when it comes back."""
 
-    def __init__(self, log: Any, on_back: Callable[[], None]) -> None:
+    def __init__(self, log: Any, on_back: Callable[[], None], needs: str = "") -> None:
         self.log = log
         self.up = True
+        self.error: str | None = None  # while down: why, in the server's words when it said
+        self.needs = needs  # the connections the runner opens in all, said with every outage
         self._on_back = on_back
         self.on_down: Callable[[str], None] | None = None  # every failed step, by duty name
 
     def down(self, exc: BaseException, duty: str) -> None:
         if self.on_down is not None:
             self.on_down(duty)
+        self.error = str(exc)
         if self.up:
-            self.log.error("database unavailable; retrying with backoff", duty=duty, error=str(exc))
+            self.log.error(
+                "database unavailable; retrying with backoff",
+                duty=duty,
+                error=self.error,
+                needs=self.needs,
+            )
         self.up = False
 
     def back(self) -> None:
         if not self.up:
             self.up = True
+            self.error = None
             self.log.info("database reachable again")
             self._on_back()
 

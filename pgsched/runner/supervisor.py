@@ -34,6 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..connections import ConnectionWatch
 from ..errors import ConfigError, DatabaseError, DatabaseUnavailableError
 from ..execution import UserPools
 from ..isolation import WorkerSpec
@@ -76,10 +77,15 @@ class Runner:
         self.settings = settings
         self.id = runner_id or new_runner_id()
         self.log = log if log is not None else get_logger(runner=self.id)
+        self.connections = ConnectionWatch(self.log, self.connections_needed())
         self.pools = UserPools(
-            store.dsn, max_size=max(2, settings.concurrency), kwargs=store.topology.connect_kwargs
+            store.dsn,
+            max_size=self.job_pool_size,
+            kwargs=store.topology.connect_kwargs,
+            timeout=settings.job_pool_timeout,
+            watch=self.connections,
         )
-        self.health = Health(self.log, on_back=self._database_back)
+        self.health = Health(self.log, on_back=self._database_back, needs=self.connections.needs)
         self.results = Results(store, settings, self.log)
         if worker_spec is not None:  # workers log as this runner
             worker_spec = dataclasses.replace(worker_spec, runner_id=self.id)
@@ -108,6 +114,21 @@ class Runner:
         self._concurrency = settings.concurrency  # as registered: 0 for `jobs run --inline`
         self.ready = threading.Event()  # registered, duties started; cleared when leaving
         self.metrics: RunnerMetrics | None = None  # with a metrics port, while serving
+
+    @property
+    def job_pool_size(self) -> int:
+        return max(2, self.settings.concurrency)
+
+    def connections_needed(self) -> str:
+        """The most connections this runner opens, by pool, from its settings: what the
+        server's max_connections (or a CONNECTION LIMIT) must leave room for."""
+        store = self.store.pool.max_size
+        jobs = self.job_pool_size
+        listen = int(self.settings.listen and self.store.topology.listen_dsn is not None)
+        return (
+            f"up to {store + 2 * jobs + listen} connections: store pool {store}, jobs' pools "
+            f"{jobs} (ctx.pool) + {jobs} (ctx.apool, async jobs), LISTEN {listen}"
+        )
 
     # --- what the duties tell each other ---------------------------------------------------
 
@@ -177,6 +198,7 @@ class Runner:
                 concurrency=self.settings.concurrency,
                 jobs=len(self.registry),
                 listen=self.settings.listen,
+                connections=self.connections.needs,
             )
             self._drive(
                 self.claimer,
@@ -264,11 +286,14 @@ class Runner:
         from .metrics import Probe
 
         if not self.ready.is_set():
-            return Probe(False, "not registered in the runners table (yet, or any more)")
+            why = "" if self.health.error is None else f": {self.health.error}"
+            return Probe(False, f"not registered in the runners table (yet, or any more){why}")
         if not self.health.up:
-            return Probe(False, "the database is unavailable")
+            return Probe(False, f"the database is unavailable: {self.health.error}")
         if self.heartbeat.stopping:
             return Probe(False, "shutting down")
+        if (problem := self.connections.problem) is not None:
+            return Probe(False, problem)
         return Probe(True, f"registered as {self.id}")
 
     def _drive(self, *duties: Duty) -> None:
@@ -338,6 +363,11 @@ class Runner:
         else:
             return False
         self.health.back()
+        try:
+            for conflict in await self.store.setting_conflicts():
+                self.log.warning("server setting conflicts with pgsched", problem=conflict)
+        except DatabaseError as exc:  # a check only: the duties report the database
+            self.log.warning("could not read the server's settings", error=str(exc))
         self.executor.open()
         self._drive(self.heartbeat, self.results)
         self.ready.set()

@@ -128,6 +128,12 @@ def test_unknown_job_setting_suggests_with_line_and_entry(tmp_path: Path) -> Non
     assert "did you mean 'schedule'" in message
 
 
+def test_job_pool_timeout_is_a_duration(tmp_path: Path) -> None:
+    assert RunnerSettings().job_pool_timeout == 10.0
+    profile = load_profile(write(tmp_path, "runner:\n  job_pool_timeout: 2500ms\n"))
+    assert profile.runner.job_pool_timeout == 2.5
+
+
 def test_unknown_runner_key_suggests(tmp_path: Path) -> None:
     message = error(tmp_path, "runner:\n  concurency: 3\n")
     assert message.startswith(":2: runner.concurency:") and "did you mean 'concurrency'" in message
@@ -188,6 +194,7 @@ def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None
         ("runner:\n  concurrency: 0\n", ":2: runner.concurrency: expected a whole number >= 1"),
         ("runner:\n  poll_interval: soon\n", ":2: runner.poll_interval: invalid value 'soon'"),
         ("runner:\n  lease_timeout: 1\n", ":2: runner.lease_timeout: lease_timeout (1s) must"),
+        ("runner:\n  job_pool_timeout: 0\n", ":2: runner.job_pool_timeout: invalid value 0"),
         ("retention:\n  keep_days: -1\n", ":2: retention.keep_days: expected a number >= 0"),
         ("retention:\n  prune_schedule: nope\n", ":2: retention.prune_schedule: "),
         ("scheduler:\n  jobs:\n    - job: 3\n", ":3: scheduler.jobs[0].job: expected text"),
