@@ -33,6 +33,7 @@ from tests.runners import query, request, wait_until
 
 ext = Extension("in-process")
 release = threading.Event()  # what `waits` waits for
+unblock = threading.Event()  # what `hog` blocks the job loop for
 
 
 @ext.job("quick", overlap="allow", description="returns at once")
@@ -51,6 +52,31 @@ def waits(ctx: JobContext) -> str:
 @ext.job("soon", schedule="* * * * * *", description="every second", enabled=False)
 def soon(ctx: JobContext) -> None:
     return None
+
+
+@ext.job("hog", overlap="allow", description="blocks the job event loop until the test says")
+async def hog(ctx: JobContext) -> str:
+    unblock.wait(60)  # a blocking call in async code: every async run waits behind it
+    return "unblocked"
+
+
+@ext.job(
+    "victim",
+    timeout=2,
+    max_attempts=2,
+    overlap="allow",  # claimed in the same statement as `hog`: handed to the loop with it
+    description="records each execution it makes",
+)
+async def victim(ctx: JobContext) -> str:
+    """Records, as it starts, the status its run row has then: `running` unless it executes
+    after its outcome was recorded."""
+    async with ctx.aconnection() as conn:
+        await conn.execute(
+            "INSERT INTO victim_executions SELECT id, attempt, status FROM pgsched.runs"
+            " WHERE id = %s",
+            [ctx.run_id],
+        )
+    return "ran"
 
 
 REGISTRY = build_registry([ext], Profile(None, None))
@@ -154,6 +180,52 @@ def test_shutdown_gives_back_what_never_started_and_fails_what_outlives_the_grac
     ]
     names = log.names()
     assert [n for n in names if n in order] == order, names
+
+
+def test_an_async_run_failed_behind_a_blocked_loop_never_executes_and_its_retry_runs_once(
+    dsn: str,
+) -> None:
+    """`hog` blocks the job loop; `victim`, handed to the loop in the same batch, times out
+    before it could start and is recorded failed. When the loop frees, it must not run after
+    all (its retry may be running elsewhere by then); the retry runs, once."""
+    query(dsn, "CREATE TABLE victim_executions (run_id bigint, attempt int, status_seen text)")
+    unblock.clear()
+    try:
+        with runner_thread(dsn, Log()):
+            rows = query(
+                dsn,
+                "INSERT INTO pgsched.runs (job_name) VALUES ('hog'), ('victim')"
+                " RETURNING id, job_name",
+            )
+            ids = {r["job_name"]: r["id"] for r in rows}
+            first = wait_until(
+                lambda: query(
+                    dsn,
+                    "SELECT * FROM pgsched.runs WHERE id = %s AND status = 'failed'",
+                    [ids["victim"]],
+                ),
+                30,
+                "the victim recorded failed while the hog blocks the loop",
+            )[0]
+            unblock.set()
+            retry = wait_until(
+                lambda: query(
+                    dsn,
+                    "SELECT * FROM pgsched.runs WHERE retry_of = %s AND status IN"
+                    " ('succeeded', 'failed')",
+                    [ids["victim"]],
+                ),
+                60,
+                "the victim's retry finished",
+            )[0]
+            wait_until(lambda: statuses(dsn)[ids["hog"]] == "succeeded", 30, "the hog done")
+    finally:
+        unblock.set()
+    executions = query(dsn, "SELECT * FROM victim_executions ORDER BY attempt")
+    # never after its failure was recorded, at most once per attempt: here only the retry
+    assert executions == [{"run_id": retry["id"], "attempt": 2, "status_seen": "running"}]
+    assert retry["status"] == "succeeded", retry["message"]
+    assert "before it could start" in first["message"], first["message"]
 
 
 def test_inline_run_goes_through_the_executor_and_the_result_path(dsn: str) -> None:
