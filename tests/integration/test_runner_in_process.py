@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgsched import Extension, JobContext
@@ -81,6 +82,16 @@ async def victim(ctx: JobContext) -> str:
 
 REGISTRY = build_registry([ext], Profile(None, None))
 
+ticking = Extension("ticking")
+
+
+@ticking.job("every-second", schedule="* * * * * *", misfire_grace=1, description="ticks")
+def every_second(ctx: JobContext) -> None:
+    return None
+
+
+TICKING = build_registry([ticking], Profile(None, None))
+
 
 @dataclass
 class Log:
@@ -120,10 +131,12 @@ def synced(dsn: str, registry: Registry = REGISTRY) -> None:
 
 
 @contextmanager
-def runner_thread(dsn: str, log: Log, **settings: Any) -> Iterator[tuple[Runner, ControlThread]]:
-    synced(dsn)
+def runner_thread(
+    dsn: str, log: Log, registry: Registry = REGISTRY, **settings: Any
+) -> Iterator[tuple[Runner, ControlThread]]:
+    synced(dsn, registry)
     values = {"heartbeat_interval": 0.5, "lease_timeout": 3, "poll_interval": 1, **settings}
-    runner = Runner(Store(dsn), REGISTRY, RunnerSettings(**values), log=log)
+    runner = Runner(Store(dsn), registry, RunnerSettings(**values), log=log)
     thread = ControlThread(runner.serve())
     thread.start()
     try:
@@ -226,6 +239,39 @@ def test_an_async_run_failed_behind_a_blocked_loop_never_executes_and_its_retry_
     assert executions == [{"run_id": retry["id"], "attempt": 2, "status_seen": "running"}]
     assert retry["status"] == "succeeded", retry["message"]
     assert "before it could start" in first["message"], first["message"]
+
+
+def test_ticks_a_live_runner_claims_late_say_late_naming_it_not_no_runner(dsn: str) -> None:
+    """Another transaction holds the schedule row past misfire_grace (the claim skips locked
+    rows, as it would wait on a busy machine or a slow database): the ticks missed meanwhile
+    say the claim came late while this runner was alive, not that no runner was."""
+    schedule = "SELECT * FROM pgsched.schedules WHERE job_name = 'every-second'"
+    with runner_thread(dsn, Log(), TICKING) as (runner, _):
+        wait_until(
+            lambda: query(dsn, "SELECT 1 FROM pgsched.runs WHERE status = 'succeeded'"),
+            30,
+            "a tick run on time: the runner is alive and claiming",
+        )
+        with psycopg.connect(dsn) as holder:  # one transaction, until the block ends
+            holder.execute(schedule + " FOR UPDATE")
+            wait_until(
+                lambda: query(dsn, schedule + " AND next_run_at < now() - interval '3 s'"),
+                30,
+                "the held schedule's ticks past their grace",
+            )
+        missed = wait_until(
+            lambda: query(
+                dsn,
+                "SELECT message FROM pgsched.runs WHERE status = 'skipped'"
+                " AND message LIKE 'missed:%%'",
+            ),
+            30,
+            "the late ticks recorded as missed",
+        )
+    for row in missed:
+        assert "the claim came" in row["message"], row["message"]
+        assert f"runner {runner.id} alive since" in row["message"], row["message"]
+        assert "no runner" not in row["message"], row["message"]
 
 
 def test_inline_run_goes_through_the_executor_and_the_result_path(dsn: str) -> None:
@@ -380,6 +426,22 @@ def test_a_database_outage_is_waited_out_and_logged_once() -> None:
     assert not reasons and duty.steps == MAX_FAILURES * 2 + 1
     assert [level for level, _, _ in log.events] == ["error", "info"]  # down once, back once
     assert backs == [1]
+
+
+def test_an_outage_is_remembered_from_the_last_success_to_the_first_one_after() -> None:
+    """What the claimer tells the planner: ticks missed inside this window were missed
+    because the database was unreachable from this runner."""
+    health = Health(Log(), on_back=lambda: None)
+    assert health.last_outage is None
+    health.back()
+    before = time.monotonic()
+    health.down(DatabaseUnavailableError("gone"), "claim")
+    health.down(DatabaseUnavailableError("gone"), "heartbeat")
+    assert health.last_outage is None  # not over yet
+    health.back()
+    assert health.last_outage is not None
+    lost, back = health.last_outage
+    assert lost <= before <= back
 
 
 def test_a_failure_in_between_successes_is_retried_not_fatal() -> None:
