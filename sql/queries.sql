@@ -115,14 +115,18 @@ WITH ahead_ticks AS (
     LIMIT least(%(ahead)s, (SELECT n FROM share))
     FOR NO KEY UPDATE OF s SKIP LOCKED
 )
-SELECT due.*, now() AS db_now, alive.alive_runner, alive.alive_since, changed.changed_at
+SELECT due.*, now() AS db_now, late.alive_runner, late.alive_since, late.changed_at
 FROM due
 -- Why ticks were missed, read only for a schedule late enough to have missed one (past its
 -- grace, or a second behind: a later tick may be due too), one row each: the live runner
 -- defining the job that started first (a tick before that had no runner; after it, the
--- claim was late), and when the job or schedule row last changed (a resume, an edit).
+-- claim was late), and when the job or schedule row last changed (a resume, an edit). The
+-- LIMIT keeps it a LATERAL subquery, so the one-time filter spares the schedules on time.
 LEFT JOIN LATERAL (
-    SELECT r.id AS alive_runner, r.started_at AS alive_since
+    SELECT r.id AS alive_runner, r.started_at AS alive_since,
+           (SELECT greatest(s.updated_at, j.updated_at)
+            FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
+            WHERE s.job_name = due.name AND s.key = due.key) AS changed_at
     FROM {schema}.runners r
     WHERE due.next_run_at <= now() - make_interval(secs => least(1.0, due.misfire_grace))
       AND r.concurrency > 0 AND r.heartbeat_at > now() - make_interval(secs => %(lease_timeout)s)
@@ -130,14 +134,7 @@ LEFT JOIN LATERAL (
                   WHERE d.code_version = r.code_version AND d.job_name = due.name)
     ORDER BY r.started_at
     LIMIT 1
-) alive ON true
-LEFT JOIN LATERAL (
-    SELECT greatest(s.updated_at, j.updated_at) AS changed_at
-    FROM {schema}.schedules s
-    JOIN {schema}.jobs j ON j.name = s.job_name
-    WHERE due.next_run_at <= now() - make_interval(secs => least(1.0, due.misfire_grace))
-      AND s.job_name = due.name AND s.key = due.key
-) changed ON true
+) late ON true
 UNION ALL
 SELECT ahead.*, now() AS db_now, NULL, NULL, NULL FROM ahead
 
