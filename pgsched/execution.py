@@ -29,6 +29,11 @@ MAX_TRACEBACK = 50_000
 MAX_DATA = 1_000_000
 
 
+class NotStarted(Exception):
+    """The run's gate said no right before its callable: its outcome was decided meanwhile
+    (timed out or cancelled before it could start, its lease lost); nothing to record."""
+
+
 class _UserBaseException(Exception):
     """Carries a BaseException (SystemExit, KeyboardInterrupt, a job's own CancelledError or
     BaseException subclass) out of user code as an ordinary failure of the run."""
@@ -251,8 +256,13 @@ class Execution:
             data=_storable(data),
         )
 
-    async def run(self, executor: Executor | None) -> RunOutcome:
-        """Execute with the job's timeout; never raises except for the runner's own cancel."""
+    async def run(
+        self, executor: Executor | None, gate: Callable[[], bool] | None = None
+    ) -> RunOutcome:
+        """Execute with the job's timeout, counted from the start of its callable. `gate` is
+        asked right before the callable is called (in the job's thread for a sync job): False
+        raises `NotStarted`, and the job never runs. Never raises otherwise, except for the
+        runner's own cancel."""
         if self.definition is None:
             return self.outcome(
                 "failed",
@@ -260,14 +270,13 @@ class Execution:
                 "the code that defines it (or remove the request / the job row)",
             )
         timeout = self.definition.settings.timeout
-        self.started_mono = time.monotonic()
-        deadline = None if timeout is None else asyncio.timeout(timeout)
+        deadline = None if timeout is None else asyncio.timeout(None)  # armed at the start
         try:
             if deadline is None:  # the default: no timer to arm and cancel for every run
-                value = await self._call(executor)
+                value = await self._call(executor, gate, None)
             else:
                 async with deadline:
-                    value = await self._call(executor)
+                    value = await self._call(executor, gate, deadline)
         except TimeoutError as exc:
             if deadline is None or not deadline.expired():  # the job's own (a socket, ...)
                 return self._raised(exc)
@@ -277,6 +286,8 @@ class Execution:
         except asyncio.CancelledError:
             if not self.ctx.cancelled:  # the canceller's own reason, if it gave one, stays
                 self.ctx.cancel("runner shutting down")
+            raise
+        except NotStarted:
             raise
         except Cancelled as exc:
             return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
@@ -311,18 +322,39 @@ class Execution:
         self.log.warning("run raised", error_type=info["type"], error=info["message"])
         return self.outcome("failed", f"{info['type']}: {info['message']}", error=info)
 
-    async def _call(self, executor: Executor | None) -> Any:
+    async def _call(
+        self,
+        executor: Executor | None,
+        gate: Callable[[], bool] | None,
+        deadline: asyncio.Timeout | None,
+    ) -> Any:
         assert self.definition is not None
         job = self.definition.job
+        timeout = self.definition.settings.timeout
         if self.definition.is_async:
             await self._pools.open_async()
+            if gate is not None and not gate():  # nothing awaits between this and the call
+                raise NotStarted
+            self.started_mono = time.monotonic()
+            if deadline is not None and timeout is not None:
+                deadline.reschedule(asyncio.get_running_loop().time() + timeout)
             return await _guard(job.execute(self.ctx))
         loop = asyncio.get_running_loop()
         call: Callable[[], Any] = contextvars.copy_context().run  # type: ignore[assignment]
-        future = loop.run_in_executor(executor, _guard_sync, call, job.execute, self.ctx)
+        future = loop.run_in_executor(executor, self._start_in_thread, gate, call, job.execute)
         future.add_done_callback(_consume)  # a thread that outlived its timeout may raise later
+        if deadline is not None and timeout is not None:  # job threads start at once (crew)
+            deadline.reschedule(loop.time() + timeout)
         # shield: on timeout the thread cannot be killed; it keeps running, told via ctx.
         return await asyncio.shield(future)
+
+    def _start_in_thread(
+        self, gate: Callable[[], bool] | None, call: Callable[..., Any], func: Callable[..., Any]
+    ) -> Any:
+        if gate is not None and not gate():
+            raise NotStarted
+        self.started_mono = time.monotonic()
+        return _guard_sync(call, func, self.ctx)
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:

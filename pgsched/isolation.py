@@ -23,12 +23,12 @@ import site
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .execution import Execution, UserPools
+from .execution import Execution, NotStarted, UserPools
 from .logs import get_logger
 from .registry import JobDefinition
 from .store import ClaimedRun, RunOutcome
@@ -368,8 +368,15 @@ class ProcessPool:
             else:
                 raise worker
 
-    async def run(self, claimed: ClaimedRun, definition: JobDefinition | None) -> RunOutcome:
+    async def run(
+        self,
+        claimed: ClaimedRun,
+        definition: JobDefinition | None,
+        gate: Callable[[], bool] | None = None,
+    ) -> RunOutcome:
         """Execute in a worker; whatever the job or its worker does, the answer is an outcome.
+        `gate` is asked once a worker is ready, right before the run is sent to it: False
+        raises `NotStarted` (its outcome was decided while it waited for the worker).
 
         Cancelling this coroutine (a runner that stops waiting) retires the worker."""
         execution = Execution(claimed, definition, self._outcome_pools, self.spec.runner_id)
@@ -379,7 +386,7 @@ class ProcessPool:
         self._drained.clear()
         try:
             async with self._slots:
-                return await self._run_in_slot(execution)
+                return await self._run_in_slot(execution, gate)
         finally:
             self._runs.pop(claimed.id, None)
             self._cancels.pop(claimed.id, None)
@@ -414,7 +421,9 @@ class ProcessPool:
             await self._drained.wait()  # each run reports its killed worker at once
         await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    async def _run_in_slot(self, execution: Execution) -> RunOutcome:
+    async def _run_in_slot(
+        self, execution: Execution, gate: Callable[[], bool] | None
+    ) -> RunOutcome:
         while not self._closing:
             try:
                 worker = await self._take()
@@ -426,6 +435,9 @@ class ProcessPool:
             if self._closing:  # closed while this worker was starting
                 self._retire(worker)
                 break
+            if gate is not None and not gate():
+                self._give_back(worker, keep=True)
+                raise NotStarted
             keep = False
             try:
                 outcome, keep = await self._serve(worker, execution)

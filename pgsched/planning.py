@@ -1,7 +1,8 @@
 """Decide the fate of due ticks: run now, queue, or record as skipped — with the reason.
 
-Pure functions of what the claim read from the database (including its clock), so the
-misfire and overlap policies are unit-tested without a server.
+Pure functions of what the claim read from the database (including its clock) and of what
+the claiming runner knows of its own outages, so the misfire and overlap policies, and the
+reason a missed tick gives, are unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ class DueJob:
     db_now: datetime
     queued: bool = False  # runs of the schedule are waiting to start
     key: str = "default"  # pgsched.schedules.key
+    # What tells why ticks were missed, read only when the claim is late enough to miss one:
+    # the live runner defining the job that started first, and when the job or schedule row
+    # last changed (a resume, an edit).
+    alive_runner: str | None = None
+    alive_since: datetime | None = None
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The claiming runner's last database outage, on the database clock: from its first
+    failed attempt to the first that succeeded again."""
+
+    runner: str
+    lost: datetime
+    back: datetime
 
 
 @dataclass(frozen=True)
@@ -71,34 +88,90 @@ def _fmt(t: datetime) -> str:
     return t.isoformat(timespec="seconds")
 
 
-def _missed_reason(due: DueJob, missed: list[datetime], overflow: bool) -> str:
-    count = f"{len(missed)}{'+' if overflow else ''}"
-    reason = (
-        f"missed: {count} tick(s) from {_fmt(missed[0])} to {_fmt(missed[-1])} did not run at "
-        "their time (no runner alive, job paused or orphaned, or the database away)"
+def _missed_cause(due: DueJob, tick: datetime, outage: Outage | None) -> str | None:
+    """What happened to one missed tick, from the facts the claim has: never a list of
+    guesses. None: a runner was alive and the claim came late (said per group of ticks)."""
+    if outage is not None and outage.lost <= tick <= outage.back:
+        return (
+            f"the database was unreachable from {_fmt(outage.lost)} to {_fmt(outage.back)} "
+            f"(runner {outage.runner} could not reach it)"
+        )
+    if due.alive_since is None:  # not read: no live runner defining it had registered
+        return "no runner that defines this job was alive then"
+    if due.alive_since > tick:
+        return (
+            f"no runner that defines this job was alive then (the first live one, "
+            f"{due.alive_runner}, started at {_fmt(due.alive_since)})"
+        )
+    if due.changed_at is not None and due.changed_at > tick:
+        return (
+            f"the job or this schedule was changed at {_fmt(due.changed_at)} (paused until "
+            f"then, or edited) while runner {due.alive_runner} was alive"
+        )
+    return None
+
+
+def _late(due: DueJob, first: datetime) -> str:
+    assert due.alive_since is not None
+    late = (due.db_now - first).total_seconds()
+    return (
+        f"the claim came {late:.1f} s late: runner {due.alive_runner} alive since "
+        f"{_fmt(due.alive_since)} (a busy machine or a slow database)"
     )
-    if overflow:
-        reason += f"; only the last misfire_cap={due.misfire_cap} are recorded"
-    return reason
 
 
-def _misfire(due: DueJob, missed: list[datetime], on_time: bool, reason: str) -> list[PlannedTick]:
+def _missed_reasons(
+    due: DueJob, missed: list[datetime], overflow: bool, outage: Outage | None
+) -> list[str]:
+    """One reason per missed tick: consecutive ticks with the same cause share a message
+    that counts them (a downtime that ends in a late claim says both)."""
+    causes = [_missed_cause(due, t, outage) for t in missed]
+    reasons: list[str] = []
+    start = 0
+    for end in range(1, len(missed) + 1):
+        if end < len(missed) and causes[end] == causes[start]:
+            continue
+        group = missed[start:end]
+        count = f"{len(group)}{'+' if overflow and start == 0 else ''}"
+        cause = causes[start] or _late(due, group[0])
+        reason = (
+            f"missed: {count} tick(s) from {_fmt(group[0])} to {_fmt(group[-1])} did not run "
+            f"at their time: {cause}"
+        )
+        if overflow:
+            reason += f"; only the last misfire_cap={due.misfire_cap} are recorded"
+        reasons += [reason] * len(group)
+        start = end
+    return reasons
+
+
+def _misfire(
+    due: DueJob, missed: list[datetime], on_time: bool, reasons: list[str]
+) -> list[PlannedTick]:
     """The fate of the ticks that did not run at their time (downtime, a pause, an outage,
     or simply a later tick already due): only the latest due tick can be on time. With
     misfire=once the latest due tick's run stands for all of them; when it is on time the
-    caller adds it."""
+    caller adds it. `reasons`: one per missed tick."""
+    ticks = list(zip(missed, reasons, strict=True))
     if due.misfire == "skip":
-        return [PlannedTick(due.name, t, "skipped", f"{reason}; misfire=skip") for t in missed]
+        return [PlannedTick(due.name, t, "skipped", f"{r}; misfire=skip") for t, r in ticks]
     if due.misfire == "all":
-        return [PlannedTick(due.name, t, "pending", f"{reason}; misfire=all") for t in missed]
+        return [PlannedTick(due.name, t, "pending", f"{r}; misfire=all") for t, r in ticks]
     skipped = [
-        PlannedTick(due.name, t, "skipped", f"{reason}; misfire=once runs only the latest")
-        for t in (missed if on_time else missed[:-1])
+        PlannedTick(due.name, t, "skipped", f"{r}; misfire=once runs only the latest")
+        for t, r in (ticks if on_time else ticks[:-1])
     ]
     if on_time:
         return skipped
-    last = PlannedTick(due.name, missed[-1], "pending", f"{reason}; misfire=once: this run")
+    last = PlannedTick(
+        due.name, missed[-1], "pending", f"{_summary(reasons)}; misfire=once: this run"
+    )
     return [*skipped, last]
+
+
+def _summary(reasons: list[str]) -> str:
+    """The distinct reasons of a catch-up, oldest first, for the one run that stands for it."""
+    return "; ".join(dict.fromkeys(reasons))
 
 
 def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[PlannedTick], int]:
@@ -125,8 +198,9 @@ def _assign(due: DueJob, planned: list[PlannedTick], free: int) -> tuple[list[Pl
     return out, free
 
 
-def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
-    """The rows to write for one due job, its next tick, and the slots left for other jobs."""
+def plan_job(due: DueJob, free: int, outage: Outage | None = None) -> tuple[JobPlan, int]:
+    """The rows to write for one due job, its next tick, and the slots left for other jobs.
+    `outage`: the claiming runner's last one, which may explain missed ticks."""
     start = due.next_run_at
     following = _next_after(due.schedule, due.timezone, start)
     if following > due.db_now:  # the common case: exactly one tick is due
@@ -146,9 +220,9 @@ def plan_job(due: DueJob, free: int) -> tuple[JobPlan, int]:
     planned: list[PlannedTick] = []
     note = None
     if missed:
-        reason = _missed_reason(due, missed, overflow)
-        planned = _misfire(due, missed, on_time, reason)
-        note = f"{reason}; misfire=once: this run" if due.misfire == "once" else None
+        reasons = _missed_reasons(due, missed, overflow, outage)
+        planned = _misfire(due, missed, on_time, reasons)
+        note = f"{_summary(reasons)}; misfire=once: this run" if due.misfire == "once" else None
     if on_time:
         planned.append(PlannedTick(due.name, latest, "pending", note))
     assigned, free = _assign(due, planned, free)
@@ -189,10 +263,13 @@ def plan_ahead(due: DueJob) -> JobPlan | None:
     return JobPlan(due.name, following, (tick,), due.key)
 
 
-def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPlan]:
+def plan_claim(
+    due_jobs: list[DueJob], free: int, ahead: int = 0, outage: Outage | None = None
+) -> list[JobPlan]:
     """Plans for the locked schedules. `free`: due runs this runner may take on; `ahead`: how
     many ticks that are not due yet it may claim besides (to start at their time). Schedules
-    beyond either are left alone, for a claim with room."""
+    beyond either are left alone, for a claim with room. `outage`: the claiming runner's
+    last database outage, if it had one."""
     plans: list[JobPlan] = []
     for due in due_jobs:
         try:
@@ -203,7 +280,7 @@ def plan_claim(due_jobs: list[DueJob], free: int, ahead: int = 0) -> list[JobPla
                 continue
             if free <= 0:
                 continue
-            plan, free = plan_job(due, free)
+            plan, free = plan_job(due, free, outage)
         except Exception as exc:  # one schedule must never stop the runner
             # A schedule pgsched cannot read got past validation (a row edited with
             # next_run_at set by hand), or the planner failed on it: stop the schedule

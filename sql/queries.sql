@@ -120,9 +120,28 @@ WITH ahead_ticks AS (
     LIMIT least(%(ahead)s, (SELECT n FROM share))
     FOR NO KEY UPDATE OF s SKIP LOCKED
 )
-SELECT *, now() AS db_now FROM due
+SELECT due.*, now() AS db_now, late.alive_runner, late.alive_since, late.changed_at
+FROM due
+-- Why ticks were missed, read only for a schedule late enough to have missed one (past its
+-- grace, or a second behind: a later tick may be due too), one row each: the live runner
+-- defining the job that started first (a tick before that had no runner; after it, the
+-- claim was late), and when the job or schedule row last changed (a resume, an edit). The
+-- LIMIT keeps it a LATERAL subquery, so the one-time filter spares the schedules on time.
+LEFT JOIN LATERAL (
+    SELECT r.id AS alive_runner, r.started_at AS alive_since,
+           (SELECT greatest(s.updated_at, j.updated_at)
+            FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
+            WHERE s.job_name = due.name AND s.key = due.key) AS changed_at
+    FROM {schema}.runners r
+    WHERE due.next_run_at <= now() - make_interval(secs => least(1.0, due.misfire_grace))
+      AND r.concurrency > 0 AND r.heartbeat_at > now() - make_interval(secs => %(lease_timeout)s)
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = r.code_version AND d.job_name = due.name)
+    ORDER BY r.started_at
+    LIMIT 1
+) late ON true
 UNION ALL
-SELECT *, now() AS db_now FROM ahead
+SELECT ahead.*, now() AS db_now, NULL, NULL, NULL FROM ahead
 
 -- name: job_activity
 -- Step 2, once the schedule rows are locked: a new statement sees what other runners

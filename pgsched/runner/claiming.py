@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
-from ..planning import plan_claim
+from ..planning import DueJob, Outage, plan_claim
 from ..settings import RunnerSettings
 from ..store import ClaimedRun, Store
-from .duty import Backoff, Duty
+from .duty import Backoff, Duty, Health
 from .results import Results
 from .slots import Slots
 
@@ -38,8 +39,10 @@ class Claimer(Duty):
         settings: RunnerSettings,
         slots: Slots,
         results: Results,
+        health: Health | None = None,
     ) -> None:
         super().__init__()
+        self.health = health  # its last outage explains ticks missed meanwhile
         self.store = store
         self.runner_id = runner_id
         self.code_version = code_version  # only jobs this code defines are claimed
@@ -90,9 +93,19 @@ class Claimer(Duty):
         async with self.store.tick_claim(self.runner_id, self.code_version) as claim:
             due = await claim.lock_due_jobs(free, ahead, settings.lookahead, settings.lease_timeout)
             if due:
-                await claim.record(plan_claim(due, free, ahead))
+                await claim.record(plan_claim(due, free, ahead, self._last_outage(due)))
         self.slots.accept(claim.claimed)
         return claim.claimed
+
+    def _last_outage(self, due: list[DueJob]) -> Outage | None:
+        """This runner's last outage on the database clock, anchored at the claim just read
+        (good to its round trip)."""
+        window = self.health.last_outage if self.health is not None else None
+        if window is None:
+            return None
+        now_mono, db_now = time.monotonic(), due[0].db_now
+        lost, back = (db_now - timedelta(seconds=now_mono - m) for m in window)
+        return Outage(self.runner_id, lost, back)
 
     async def _claim_pending(self, limit: int) -> list[ClaimedRun]:
         pending = await self.store.claim_pending(self.runner_id, limit, self.code_version)

@@ -9,6 +9,7 @@ duty has an error path of its own and none can die silently (psycopg_pool's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -82,6 +83,11 @@ class Health:
         self.needs = needs  # the connections the runner opens in all, said with every outage
         self._on_back = on_back
         self.on_down: Callable[[str], None] | None = None  # every failed step, by duty name
+        self._ok_mono = time.monotonic()  # the last step that reached the database
+        self._lost_mono: float | None = None  # the last success before the outage under way
+        # (lost, back), monotonic: the last outage, from the last step that reached the
+        # database to the first that did again; it explains ticks missed meanwhile
+        self.last_outage: tuple[float, float] | None = None
 
     def down(self, exc: BaseException, duty: str) -> None:
         if self.on_down is not None:
@@ -94,12 +100,16 @@ class Health:
                 error=self.error,
                 needs=self.needs,
             )
+            self._lost_mono = self._ok_mono
         self.up = False
 
     def back(self) -> None:
+        self._ok_mono = time.monotonic()
         if not self.up:
             self.up = True
             self.error = None
+            if self._lost_mono is not None:
+                self.last_outage = (self._lost_mono, self._ok_mono)
             self.log.info("database reachable again")
             self._on_back()
 

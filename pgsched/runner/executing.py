@@ -12,6 +12,12 @@
 
 Runs cross between the control loop and the job loop in batches (one thread hop per batch,
 not per run), and every run ends in exactly one call of `on_finished` on the control loop.
+
+A run starts where it runs, maybe later than it was handed over (a job loop blocked by
+another job, a worker process still importing the app): right before its callable, each lane
+asks `Executor._begin`, and a run whose outcome the control loop decided meanwhile (timed out
+before it could start, cancelled, forgotten with a lost lease) never starts. Its retry may
+already be running elsewhere.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from ..execution import Execution, UserPools
+from ..execution import Execution, NotStarted, UserPools
 from ..isolation import ProcessPool, WorkerSpec
 from ..registry import JobDefinition, Registry
 from ..settings import RunnerSettings
@@ -82,11 +88,12 @@ class Running:
     in_process: bool = False  # isolation = "process": in a worker process of the pool
     in_thread: bool = False  # a sync job without a timeout, executed whole in a job thread
     cancelled_by: str | None = None  # someone asked to cancel it: it ends `cancelled`
-    # An async run is handed to the job loop and started there; until then the control loop
-    # may take it back (timed out or cancelled behind a blocked loop): then it never starts.
-    # Both flags change under Executor._handover.
+    # Its callable started (`Executor._begin`, in the lane), or the control loop took it back
+    # first (`_take_back`: its outcome is decided) and it never starts. Both, and
+    # started_mono, change under Executor._handover.
     started: bool = False
     abandoned: bool = False
+    started_mono: float | None = None
     task: asyncio.Task[Any] | None = None  # the task it runs in (job loop or control loop)
     deadline: asyncio.TimerHandle | None = None  # control-side timeout (async jobs only)
 
@@ -171,10 +178,9 @@ class Executor:
                 self._loop.call_soon(self._hand_over)
             self._outbound.append(running)
             timeout = definition.settings.timeout if definition is not None else None
-            if timeout is not None:
-                running.deadline = self._loop.call_later(
-                    timeout + TIMEOUT_MARGIN, self._overdue, claimed.id, timeout
-                )
+            if timeout is not None:  # counted from the start; `_overdue` moves it there
+                wait = max(0.0, claimed.start_mono - time.monotonic()) + timeout + TIMEOUT_MARGIN
+                running.deadline = self._loop.call_later(wait, self._overdue, claimed.id, timeout)
         elif definition is not None and definition.settings.timeout is None:
             running.in_thread = True
             call = contextvars.copy_context().run
@@ -190,7 +196,7 @@ class Executor:
     def _run_in_thread(self, running: Running, call: Callable[..., Any]) -> None:
         """In a job thread: the whole run, then one hop back for all that finish meanwhile."""
         execution = running.execution
-        if self.running.get(execution.claimed.id) is not running:
+        if not self._begin(running):
             return  # ended before its time came (shutdown, lease lost): it never starts
         try:
             outcome = execution.run_in_this_thread(call)
@@ -224,7 +230,9 @@ class Executor:
         execution = running.execution
         try:
             await _not_before(execution.claimed)
-            outcome = await execution.run(self.threads)
+            outcome = await execution.run(self.threads, functools.partial(self._begin, running))
+        except NotStarted:
+            return  # its outcome was decided before it could start
         except asyncio.CancelledError:
             outcome = execution.outcome("failed", _reason(execution, "cancelled"))
         except Exception as exc:  # a bug of ours must not leave the run `running` forever
@@ -245,7 +253,10 @@ class Executor:
         else:
             try:
                 await _not_before(execution.claimed)
-                outcome = await self.processes.run(execution.claimed, definition)
+                gate = functools.partial(self._begin, running)
+                outcome = await self.processes.run(execution.claimed, definition, gate)
+            except NotStarted:
+                return  # its outcome was decided while it waited for a worker
             except asyncio.CancelledError:  # shutdown: the pool retires (kills) the worker
                 outcome = execution.outcome("failed", _reason(execution, "cancelled"))
         self._finish(execution.claimed.id, outcome)
@@ -259,26 +270,36 @@ class Executor:
     def _start_on_job_loop(self, batch: list[Running]) -> None:
         loop = asyncio.get_running_loop()
         for running in batch:
-            with self._handover:
-                if running.abandoned:  # timed out or cancelled while it waited for this loop
-                    continue
-                running.started = True
-                running.task = loop.create_task(
-                    self._run_on_job_loop(running.execution),
-                    name=f"run-{running.execution.claimed.id}",
-                )
+            if running.abandoned:  # timed out or cancelled while it waited for this loop
+                continue
+            running.task = loop.create_task(
+                self._run_on_job_loop(running), name=f"run-{running.execution.claimed.id}"
+            )
+
+    def _begin(self, running: Running) -> bool:
+        """In the run's lane, right before its callable: True if it may start (and it has
+        started); False if the control loop decided its outcome first."""
+        with self._handover:
+            if running.abandoned:
+                return False
+            running.started = True
+            running.started_mono = time.monotonic()
+            return True
 
     def _take_back(self, running: Running) -> bool:
-        """An async run the job loop has not started yet never will: True if so."""
+        """A run whose callable has not started yet never will: True if so."""
         with self._handover:
             if not running.started:
                 running.abandoned = True
             return running.abandoned
 
-    async def _run_on_job_loop(self, execution: Execution) -> None:
+    async def _run_on_job_loop(self, running: Running) -> None:
+        execution = running.execution
         try:
             await _not_before(execution.claimed)
-            outcome = await execution.run(None)
+            outcome = await execution.run(None, functools.partial(self._begin, running))
+        except NotStarted:
+            return  # timed out, cancelled or forgotten while the loop was busy
         except asyncio.CancelledError:
             outcome = execution.outcome("failed", _reason(execution, "cancelled"))
         except Exception as exc:
@@ -303,6 +324,7 @@ class Executor:
         if running is None:
             self._on_finished(outcome, None)
             return
+        self._take_back(running)  # its outcome is decided: if it has not started, it never will
         if running.deadline is not None:
             running.deadline.cancel()
         if running.cancelled_by is not None:
@@ -323,14 +345,24 @@ class Executor:
         return True
 
     def _overdue(self, run_id: int, timeout: float) -> None:
-        """An async job is past its timeout and has not ended: it blocks the job loop, so
-        neither its timeout nor a cancel can reach it. Record the timeout and free the slot;
-        its late result, if it ever comes, is refused by the lease check."""
+        """An async job is past its timeout and has not ended: the job loop is blocked (by
+        it, or by another job), so neither its timeout nor a cancel can reach it. Record the
+        timeout and free the slot; its late result, if it ever comes, is refused by the
+        lease check. The timeout counts from the callable's start: a run that started late
+        gets the rest of its time first."""
         running = self.running.get(run_id)
         if running is None:
             return
+        assert self._loop is not None
         execution = running.execution
-        if self._take_back(running):
+        taken_back = self._take_back(running)
+        started = running.started_mono  # set with `started`: final once not taken back
+        if not taken_back and started is not None:
+            rest = started + timeout + TIMEOUT_MARGIN - time.monotonic()
+            if rest > 0:
+                running.deadline = self._loop.call_later(rest, self._overdue, run_id, timeout)
+                return
+        if taken_back:
             message = (
                 f"timed out after {timeout:g}s (timeout={timeout:g}) before it could start: "
                 "another job blocked the job event loop (see the runner's log)"
@@ -342,6 +374,8 @@ class Executor:
                 'or isolation="process" for blocking code'
             )
         execution.ctx.cancel(f"timed out after {timeout:g}s")
+        if not taken_back and running.task is not None:  # at its next await, once it can
+            self.job_loop.call(running.task.cancel)
         self.log.warning(
             "run timed out while blocking the job event loop", run_id=run_id, job=execution.name
         )
@@ -356,11 +390,13 @@ class Executor:
         if running is None:
             return
         running.execution.ctx.cancel(reason)
+        if self._take_back(running):
+            return  # not started: it never will (whoever cancels it ends it)
         if running.in_process and self.processes is not None:
             self.processes.cancel(run_id, reason)
-        elif running.on_job_loop and not self._take_back(running):
+        elif running.on_job_loop:
             task = running.task
-            assert task is not None  # set with `started`, under the same lock
+            assert task is not None  # created before its callable could start
             self.job_loop.call(task.cancel)
         # a thread cannot be stopped: a sync job sees ctx.cancelled, and its run is ended
         # by `abort` (or its own return) — the awaiting task is not cancelled here
@@ -379,7 +415,9 @@ class Executor:
         for run_id in list(self.running):
             self.cancel(run_id, reason)
         for run_id, running in list(self.running.items()):
-            if running.in_thread:  # ends failed now, as an awaiting task's cancel does
+            # ends failed now, as an awaiting task's cancel does; an async one that never
+            # started never reports (its task stops at the gate), so it is not waited for
+            if running.in_thread or (running.abandoned and running.on_job_loop):
                 outcome = running.execution.outcome("failed", _reason(running.execution, reason))
                 self._finish(run_id, outcome)
         end = time.monotonic() + wait

@@ -94,7 +94,7 @@ class Runner:
         )
         self.slots = Slots(settings, self.executor)
         self.claimer = Claimer(
-            store, self.id, registry.code_version, settings, self.slots, self.results
+            store, self.id, registry.code_version, settings, self.slots, self.results, self.health
         )
         self.give_back = GiveBack(store, settings, self.slots, self.log)
         self.heartbeat = Heartbeat(store, self.id, settings, self._lease_lost, self.log)

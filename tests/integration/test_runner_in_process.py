@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgsched import Extension, JobContext
@@ -33,6 +34,7 @@ from tests.runners import query, request, wait_until
 
 ext = Extension("in-process")
 release = threading.Event()  # what `waits` waits for
+unblock = threading.Event()  # what `hog` blocks the job loop for
 
 
 @ext.job("quick", overlap="allow", description="returns at once")
@@ -53,7 +55,42 @@ def soon(ctx: JobContext) -> None:
     return None
 
 
+@ext.job("hog", overlap="allow", description="blocks the job event loop until the test says")
+async def hog(ctx: JobContext) -> str:
+    unblock.wait(60)  # a blocking call in async code: every async run waits behind it
+    return "unblocked"
+
+
+@ext.job(
+    "victim",
+    timeout=2,
+    max_attempts=2,
+    overlap="allow",  # claimed in the same statement as `hog`: handed to the loop with it
+    description="records each execution it makes",
+)
+async def victim(ctx: JobContext) -> str:
+    """Records, as it starts, the status its run row has then: `running` unless it executes
+    after its outcome was recorded."""
+    async with ctx.aconnection() as conn:
+        await conn.execute(
+            "INSERT INTO victim_executions SELECT id, attempt, status FROM pgsched.runs"
+            " WHERE id = %s",
+            [ctx.run_id],
+        )
+    return "ran"
+
+
 REGISTRY = build_registry([ext], Profile(None, None))
+
+ticking = Extension("ticking")
+
+
+@ticking.job("every-second", schedule="* * * * * *", misfire_grace=1, description="ticks")
+def every_second(ctx: JobContext) -> None:
+    return None
+
+
+TICKING = build_registry([ticking], Profile(None, None))
 
 
 @dataclass
@@ -94,10 +131,12 @@ def synced(dsn: str, registry: Registry = REGISTRY) -> None:
 
 
 @contextmanager
-def runner_thread(dsn: str, log: Log, **settings: Any) -> Iterator[tuple[Runner, ControlThread]]:
-    synced(dsn)
+def runner_thread(
+    dsn: str, log: Log, registry: Registry = REGISTRY, **settings: Any
+) -> Iterator[tuple[Runner, ControlThread]]:
+    synced(dsn, registry)
     values = {"heartbeat_interval": 0.5, "lease_timeout": 3, "poll_interval": 1, **settings}
-    runner = Runner(Store(dsn), REGISTRY, RunnerSettings(**values), log=log)
+    runner = Runner(Store(dsn), registry, RunnerSettings(**values), log=log)
     thread = ControlThread(runner.serve())
     thread.start()
     try:
@@ -154,6 +193,85 @@ def test_shutdown_gives_back_what_never_started_and_fails_what_outlives_the_grac
     ]
     names = log.names()
     assert [n for n in names if n in order] == order, names
+
+
+def test_an_async_run_failed_behind_a_blocked_loop_never_executes_and_its_retry_runs_once(
+    dsn: str,
+) -> None:
+    """`hog` blocks the job loop; `victim`, handed to the loop in the same batch, times out
+    before it could start and is recorded failed. When the loop frees, it must not run after
+    all (its retry may be running elsewhere by then); the retry runs, once."""
+    query(dsn, "CREATE TABLE victim_executions (run_id bigint, attempt int, status_seen text)")
+    unblock.clear()
+    try:
+        with runner_thread(dsn, Log()):
+            rows = query(
+                dsn,
+                "INSERT INTO pgsched.runs (job_name) VALUES ('hog'), ('victim')"
+                " RETURNING id, job_name",
+            )
+            ids = {r["job_name"]: r["id"] for r in rows}
+            first = wait_until(
+                lambda: query(
+                    dsn,
+                    "SELECT * FROM pgsched.runs WHERE id = %s AND status = 'failed'",
+                    [ids["victim"]],
+                ),
+                30,
+                "the victim recorded failed while the hog blocks the loop",
+            )[0]
+            unblock.set()
+            retry = wait_until(
+                lambda: query(
+                    dsn,
+                    "SELECT * FROM pgsched.runs WHERE retry_of = %s AND status IN"
+                    " ('succeeded', 'failed')",
+                    [ids["victim"]],
+                ),
+                60,
+                "the victim's retry finished",
+            )[0]
+            wait_until(lambda: statuses(dsn)[ids["hog"]] == "succeeded", 30, "the hog done")
+    finally:
+        unblock.set()
+    executions = query(dsn, "SELECT * FROM victim_executions ORDER BY attempt")
+    # never after its failure was recorded, at most once per attempt: here only the retry
+    assert executions == [{"run_id": retry["id"], "attempt": 2, "status_seen": "running"}]
+    assert retry["status"] == "succeeded", retry["message"]
+    assert "before it could start" in first["message"], first["message"]
+
+
+def test_ticks_a_live_runner_claims_late_say_late_naming_it_not_no_runner(dsn: str) -> None:
+    """Another transaction holds the schedule row past misfire_grace (the claim skips locked
+    rows, as it would wait on a busy machine or a slow database): the ticks missed meanwhile
+    say the claim came late while this runner was alive, not that no runner was."""
+    schedule = "SELECT * FROM pgsched.schedules WHERE job_name = 'every-second'"
+    with runner_thread(dsn, Log(), TICKING) as (runner, _):
+        wait_until(
+            lambda: query(dsn, "SELECT 1 FROM pgsched.runs WHERE status = 'succeeded'"),
+            30,
+            "a tick run on time: the runner is alive and claiming",
+        )
+        with psycopg.connect(dsn) as holder:  # one transaction, until the block ends
+            holder.execute(schedule + " FOR UPDATE")
+            wait_until(
+                lambda: query(dsn, schedule + " AND next_run_at < now() - interval '3 s'"),
+                30,
+                "the held schedule's ticks past their grace",
+            )
+        missed = wait_until(
+            lambda: query(
+                dsn,
+                "SELECT message FROM pgsched.runs WHERE status = 'skipped'"
+                " AND message LIKE 'missed:%%'",
+            ),
+            30,
+            "the late ticks recorded as missed",
+        )
+    for row in missed:
+        assert "the claim came" in row["message"], row["message"]
+        assert f"runner {runner.id} alive since" in row["message"], row["message"]
+        assert "no runner" not in row["message"], row["message"]
 
 
 def test_inline_run_goes_through_the_executor_and_the_result_path(dsn: str) -> None:
@@ -308,6 +426,22 @@ def test_a_database_outage_is_waited_out_and_logged_once() -> None:
     assert not reasons and duty.steps == MAX_FAILURES * 2 + 1
     assert [level for level, _, _ in log.events] == ["error", "info"]  # down once, back once
     assert backs == [1]
+
+
+def test_an_outage_is_remembered_from_the_last_success_to_the_first_one_after() -> None:
+    """What the claimer tells the planner: ticks missed inside this window were missed
+    because the database was unreachable from this runner."""
+    health = Health(Log(), on_back=lambda: None)
+    assert health.last_outage is None
+    health.back()
+    before = time.monotonic()
+    health.down(DatabaseUnavailableError("gone"), "claim")
+    health.down(DatabaseUnavailableError("gone"), "heartbeat")
+    assert health.last_outage is None  # not over yet
+    health.back()
+    assert health.last_outage is not None
+    lost, back = health.last_outage
+    assert lost <= before <= back
 
 
 def test_a_failure_in_between_successes_is_retried_not_fatal() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from pgsched.planning import DueJob, plan_claim, plan_job
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pgsched.planning import DueJob, Outage, plan_claim, plan_job
 
 T0 = datetime(2027, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -237,3 +240,122 @@ def test_a_planner_failure_stops_that_job_with_a_recorded_reason_not_the_claim()
     assert plan.next_run_at is None and plan.ticks[0].status == "failed"
     assert "could not plan" in (plan.ticks[0].message or "")
     assert [p.job_name for p in plan_claim([broken, due(name="fine")], free=4)] == ["j", "fine"]
+
+
+# --- why a tick was missed: what happened, from the facts the claim had ---------------------
+
+S = timedelta(seconds=1)
+CAUSES = ("database was unreachable", "no runner that defines", "was changed at", "claim came")
+
+
+def missed_messages(**kw: object) -> list[str]:
+    """The messages of the ten ticks 12:00:00..:09 missed by a claim at 12:00:10.5 (grace
+    2 s, misfire=skip: every missed tick is a row of its own)."""
+    outage = kw.pop("outage", None)
+    values: dict[str, object] = {"alive_runner": "r1", "alive_since": T0 - 60 * S, **kw}
+    plan, _ = plan_job(
+        due(misfire="skip", misfire_grace=2.0, db_now=T0 + 10.5 * S, **values),
+        free=4,
+        outage=outage,  # type: ignore[arg-type]
+    )
+    return [t.message or "" for t in plan.ticks if t.status == "skipped"]
+
+
+def test_a_live_runner_that_claims_late_says_late_naming_itself() -> None:
+    messages = missed_messages()
+    assert len(messages) == 10 and len(set(messages)) == 1
+    assert messages[0].startswith("missed: 10 tick(s) from 2027-01-01T12:00:00+00:00 to ")
+    assert "the claim came 10.5 s late: runner r1 alive since 2027-01-01T11:59:00" in messages[0]
+    assert "no runner" not in messages[0] and "database" not in messages[0].split("(")[0]
+
+
+def test_ticks_before_any_live_runner_started_say_no_runner_was_alive() -> None:
+    messages = missed_messages(alive_runner="r2", alive_since=T0 + 10 * S)
+    assert all(
+        "no runner that defines this job was alive then (the first live one, r2, started at "
+        "2027-01-01T12:00:10+00:00)" in m
+        for m in messages
+    )
+    assert not any("late" in m for m in messages)
+
+
+def test_a_downtime_that_ends_in_a_late_claim_says_both_with_their_counts() -> None:
+    """The runner came up at 12:00:06 and its first claim came at 12:00:10.5: the ticks
+    before its start had no runner, the later ones were claimed late."""
+    messages = missed_messages(alive_since=T0 + 5.5 * S)
+    assert messages[:6] == [messages[0]] * 6 and "missed: 6 tick(s)" in messages[0]
+    assert "no runner that defines this job was alive then" in messages[0]
+    assert messages[6:] == [messages[6]] * 4 and "missed: 4 tick(s)" in messages[6]
+    assert "from 2027-01-01T12:00:06+00:00 to 2027-01-01T12:00:09+00:00" in messages[6]
+    assert "the claim came" in messages[6]
+
+
+def test_ticks_during_this_runners_database_outage_say_the_database_was_unreachable() -> None:
+    outage = Outage("r1", lost=T0 - 0.2 * S, back=T0 + 9.8 * S)
+    messages = missed_messages(outage=outage)
+    assert all(
+        "the database was unreachable from 2027-01-01T11:59:59+00:00 to "
+        "2027-01-01T12:00:09+00:00 (runner r1 could not reach it)" in m
+        for m in messages
+    )
+    assert not any("no runner" in m or "claim came" in m for m in messages)
+
+
+def test_ticks_before_a_resume_say_the_job_was_paused_or_changed_not_late() -> None:
+    messages = missed_messages(changed_at=T0 + 9.5 * S)
+    assert all(
+        "the job or this schedule was changed at 2027-01-01T12:00:09+00:00 (paused until "
+        "then, or edited) while runner r1 was alive" in m
+        for m in messages
+    )
+    assert not any("claim came" in m or "no runner" in m for m in messages)
+
+
+def test_misfire_once_the_run_for_a_catch_up_names_every_cause() -> None:
+    plan, _ = plan_job(
+        due(
+            misfire_grace=2.0,
+            db_now=T0 + 10.5 * S,
+            alive_runner="r1",
+            alive_since=T0 + 5.5 * S,
+        ),
+        free=4,
+    )
+    note = plan.ticks[-1].message or ""
+    assert plan.ticks[-1].status == "running" and note.endswith("misfire=once: this run")
+    assert "missed: 6 tick(s)" in note and "missed: 4 tick(s)" in note
+
+
+instants = st.floats(min_value=-5, max_value=15).map(lambda x: T0 + x * S)
+
+
+@given(
+    alive_since=st.one_of(st.none(), instants),
+    changed_at=st.one_of(st.none(), instants),
+    outage=st.one_of(st.none(), st.tuples(instants, instants).map(sorted)),
+)
+def test_every_missed_tick_names_one_cause_that_holds_for_it(
+    alive_since: datetime | None,
+    changed_at: datetime | None,
+    outage: list[datetime] | None,
+) -> None:
+    """Whatever the facts, each missed tick's row gives exactly one cause, the one its own
+    time calls for, and the counts of its message's group add up."""
+    window = None if outage is None else Outage("r1", outage[0], outage[1])
+    messages = missed_messages(alive_since=alive_since, changed_at=changed_at, outage=window)
+    ticks = [T0 + i * S for i in range(10)]
+    for tick, message in zip(ticks, messages, strict=True):
+        assert message.startswith("missed: ")
+        named = [c for c in CAUSES if c in message]
+        assert len(named) == 1, message
+        if window is not None and window.lost <= tick <= window.back:
+            expected = CAUSES[0]
+        elif alive_since is None or alive_since > tick:
+            expected = CAUSES[1]
+        elif changed_at is not None and changed_at > tick:
+            expected = CAUSES[2]
+        else:
+            expected = CAUSES[3]
+        assert named == [expected], message
+        count = int(message.removeprefix("missed: ").split(" ")[0])
+        assert messages.count(message) == count
