@@ -74,8 +74,10 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- run is oldest first (one probe of runs_job_history_idx per job with work), so with fewer
 -- free slots than jobs with work the jobs take turns, claim after claim. The cost follows
 -- the jobs defined and what is due, at most (jobs with work) x (limit + ahead) rows; the
--- only sort is of those candidates, which no index can order. Two locking scans, by id,
--- so that no row is locked that the claim will not use (another runner would skip it). Their
+-- only sort is of those candidates, which no index can order. Room the queues leave (rows
+-- another runner holds) is filled by the walk in tick order (`due_rest`, `ahead_rest`).
+-- Locking scans, by id, so that no row is locked that the claim will not use (another
+-- runner would skip it). Their
 -- test is wrapped in IS TRUE (the same test, but no partial index matches it, as in the
 -- writes of runs above): matched, and with statistics from before a bulk insert, the
 -- planner read the whole due range of schedules_due_idx once per candidate (224 ms at 10k
@@ -122,7 +124,7 @@ WITH ahead_ticks AS (
 ), due AS (
     SELECT s.job_name AS name, s.key, s.cron AS schedule,
            coalesce(s.timezone, w.timezone) AS timezone, s.next_run_at, w.overlap, w.misfire,
-           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap
+           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap, s.id
     FROM waiting w
     CROSS JOIN LATERAL unnest(w.ids) WITH ORDINALITY AS c(id, pos)
     JOIN {schema}.schedules s ON s.id = c.id
@@ -131,11 +133,28 @@ WITH ahead_ticks AS (
     ORDER BY c.pos, w.last_run NULLS FIRST, s.next_run_at
     LIMIT %(limit)s
     FOR NO KEY UPDATE OF s SKIP LOCKED
+), due_rest AS (
+    -- Room left (see claim_pending's `rest`): the walk in tick order, past rows held elsewhere.
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap, s.id
+    FROM {schema}.schedules s
+    JOIN {schema}.jobs j ON j.name = s.job_name
+    WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+      AND s.next_run_at IS NOT NULL
+      AND s.next_run_at <= now()
+      AND j.enabled AND NOT j.paused AND NOT j.orphaned
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+      AND s.id NOT IN (SELECT f.id FROM due f)  -- this transaction holds those already
+    ORDER BY s.next_run_at
+    LIMIT %(limit)s - (SELECT count(*) FROM due)
+    FOR NO KEY UPDATE OF s SKIP LOCKED
 ), ahead AS (
     -- a queue's due schedules come first in it: a job with a backlog comes last here
     SELECT s.job_name AS name, s.key, s.cron AS schedule,
            coalesce(s.timezone, w.timezone) AS timezone, s.next_run_at, w.overlap, w.misfire,
-           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap
+           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap, s.id
     FROM waiting w
     CROSS JOIN LATERAL unnest(w.ids) WITH ORDINALITY AS c(id, pos)
     JOIN {schema}.schedules s ON s.id = c.id
@@ -145,10 +164,29 @@ WITH ahead_ticks AS (
     ORDER BY c.pos, w.last_run NULLS FIRST, s.next_run_at
     LIMIT least(%(ahead)s, (SELECT n FROM share))
     FOR NO KEY UPDATE OF s SKIP LOCKED
+), ahead_rest AS (
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap, s.id
+    FROM {schema}.schedules s
+    JOIN {schema}.jobs j ON j.name = s.job_name
+    WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+      AND s.next_run_at IS NOT NULL
+      AND s.next_run_at > now() AND s.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+      AND j.enabled AND NOT j.paused AND NOT j.orphaned
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+      AND s.id NOT IN (SELECT f.id FROM ahead f)
+    ORDER BY s.next_run_at
+    LIMIT least(%(ahead)s, (SELECT n FROM share)) - (SELECT count(*) FROM ahead)
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+), locked AS (
+    SELECT * FROM due UNION ALL SELECT * FROM due_rest
+    UNION ALL SELECT * FROM ahead UNION ALL SELECT * FROM ahead_rest
 )
-SELECT *, now() AS db_now FROM due
-UNION ALL
-SELECT *, now() AS db_now FROM ahead
+SELECT name, key, schedule, timezone, next_run_at, overlap, misfire, misfire_grace,
+       misfire_cap, now() AS db_now
+FROM locked
 
 -- name: job_activity
 -- Step 2, once the schedule rows are locked: a new statement sees what other runners
@@ -244,7 +282,7 @@ WITH queues AS MATERIALIZED (
     FROM {schema}.definitions d
     JOIN {schema}.jobs j ON j.name = d.job_name
     WHERE d.code_version = %(code_version)s
-), locked AS (
+), fair AS (
     SELECT r.id, r.job_name, r.schedule_key, q.overlap_allowed
     FROM queues q
     CROSS JOIN LATERAL unnest(q.ids) WITH ORDINALITY AS c(id, pos)
@@ -253,6 +291,27 @@ WITH queues AS MATERIALIZED (
     ORDER BY c.pos, r.run_after, r.id
     LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
+), rest AS (
+    -- Room left: each queue is `limit` long, and runners claiming at once find the same
+    -- first rows (one locked them, the others skip them). Without this the others came back
+    -- empty and backed off (a drain by 2 runners went no faster than by 1). The walk in
+    -- plain order fills it, past rows held elsewhere; with the room full it never runs.
+    SELECT r.id, r.job_name, r.schedule_key, j.overlap = 'allow' AS overlap_allowed
+    FROM {schema}.runs r
+    JOIN {schema}.jobs j ON j.name = r.job_name
+    WHERE r.status = 'pending' AND r.run_after <= now()
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
+                  WHERE d.code_version = %(code_version)s AND d.job_name = r.job_name)
+      AND (j.overlap = 'allow' OR NOT EXISTS (
+              SELECT 1 FROM {schema}.runs x
+              WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
+                AND x.status = 'running'))
+      AND r.id NOT IN (SELECT f.id FROM fair f)  -- this transaction holds those already
+    ORDER BY r.run_after, r.id
+    LIMIT %(limit)s - (SELECT count(*) FROM fair)
+    FOR UPDATE OF r SKIP LOCKED
+), locked AS (
+    SELECT * FROM fair UNION ALL SELECT * FROM rest
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
