@@ -76,12 +76,12 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- the jobs defined and what is due, at most (jobs with work) x (limit + ahead) rows; the
 -- only sort is of those candidates, which no index can order. Room the queues leave (rows
 -- another runner holds) is filled by the walk in tick order (`due_rest`, `ahead_rest`).
--- Locking scans, by id, so that no row is locked that the claim will not use (another
--- runner would skip it). Their
--- test is wrapped in IS TRUE (the same test, but no partial index matches it, as in the
--- writes of runs above): matched, and with statistics from before a bulk insert, the
--- planner read the whole due range of schedules_due_idx once per candidate (224 ms at 10k
--- due instead of 2.6); unmatched, each candidate is one primary-key lookup.
+-- Separate locking scans, by id, so that no row is locked that the claim will not use
+-- (another runner would skip it). Their test is wrapped in IS TRUE (the same test, but no
+-- partial index matches it, as in the writes of runs above): matched, and with statistics
+-- from before a bulk insert, the planner read the whole due range of schedules_due_idx once
+-- per candidate (224 ms at 10k due instead of 2.6); unmatched, each candidate is one
+-- primary-key lookup.
 WITH ahead_ticks AS (
     SELECT count(*) AS claimed, count(*) FILTER (WHERE r.runner = %(runner)s) AS mine
     FROM {schema}.runs r
