@@ -67,10 +67,26 @@ SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'of
 -- waited for. Due schedules up to `limit` (the runner's free room); then ticks due within the
 -- lookahead, up to `ahead` and to this runner's fair share of them: all those ticks, claimed
 -- ahead already or not, divided by the live runners, less those this runner holds. Runners
--- that wake for the same second so split it, whichever commits first. Two locking scans, so
--- that no row is locked that the claim will not use (another runner would skip it). A
--- schedule fires only when it and its job are enabled and not paused, the job is not
--- orphaned and this runner's code defines it.
+-- that wake for the same second so split it, whichever commits first. A schedule fires only
+-- when it and its job are enabled and not paused, the job is not orphaned and this runner's
+-- code defines it.
+-- Fair across jobs (DESIGN "Fair to every job"): one walk of schedules_due_idx in tick order
+-- let ten thousand due schedules of one job fill every claim while another job's tick
+-- waited behind them all. So each job this runner defines (a handful) gets its own queue,
+-- one probe of schedules_job_due_idx (job_name, next_run_at): its oldest schedules due now
+-- or within the lookahead, at most as many as the claim may take. The claim takes each
+-- job's first, then each job's second, and so on, and within a round the job whose last
+-- run is oldest first (one probe of runs_job_history_idx per job with work), so with fewer
+-- free slots than jobs with work the jobs take turns, claim after claim. The cost follows
+-- the jobs defined and what is due, at most (jobs with work) x (limit + ahead) rows; the
+-- only sort is of those candidates, which no index can order. Room the queues leave (rows
+-- another runner holds) is filled by the walk in tick order (`due_rest`, `ahead_rest`).
+-- Separate locking scans, by id, so that no row is locked that the claim will not use
+-- (another runner would skip it). Their test is wrapped in IS TRUE (the same test, but no
+-- partial index matches it, as in the writes of runs above): matched, and with statistics
+-- from before a bulk insert, the planner read the whole due range of schedules_due_idx once
+-- per candidate (224 ms at 10k due instead of 2.6); unmatched, each candidate is one
+-- primary-key lookup.
 WITH ahead_ticks AS (
     SELECT count(*) AS claimed, count(*) FILTER (WHERE r.runner = %(runner)s) AS mine
     FROM {schema}.runs r
@@ -89,25 +105,74 @@ WITH ahead_ticks AS (
                                     - make_interval(secs => %(lease_timeout)s))))
                - a.mine)::int AS n
     FROM ahead_ticks a
+), queues AS MATERIALIZED (  -- materialized: each queue is read once, not once per use
+    SELECT j.name, j.timezone, j.overlap, j.misfire, j.misfire_grace, j.misfire_cap,
+           ARRAY(SELECT s.id FROM {schema}.schedules s
+                 WHERE s.job_name >= j.name AND s.job_name <= j.name  -- see claim_pending
+                   AND s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+                   AND s.next_run_at IS NOT NULL
+                   AND s.next_run_at <= now() + make_interval(secs => %(lookahead)s)
+                 ORDER BY s.job_name, s.next_run_at
+                 LIMIT %(limit)s + least(%(ahead)s, (SELECT n FROM share))) AS ids
+    FROM {schema}.definitions d  -- only jobs this runner's code defines
+    JOIN {schema}.jobs j ON j.name = d.job_name
+    WHERE d.code_version = %(code_version)s AND j.enabled AND NOT j.paused AND NOT j.orphaned
+), waiting AS (
+    -- The range, not `=`, so that only runs_job_history_idx gives the order (sorts are off):
+    -- with `=`, statistics saying the job has most runs made a backward walk of runs_pkey
+    -- look cheap, one that reads every later run of other jobs (see job_activity).
+    SELECT q.*, (SELECT r.id FROM {schema}.runs r
+                 WHERE r.job_name >= q.name AND r.job_name <= q.name
+                 ORDER BY r.job_name, r.id DESC LIMIT 1) AS last_run
+    FROM queues q
+    WHERE cardinality(q.ids) > 0
 ), due AS (
     SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, w.timezone) AS timezone, s.next_run_at, w.overlap, w.misfire,
+           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap, s.id
+    FROM waiting w
+    CROSS JOIN LATERAL unnest(w.ids) WITH ORDINALITY AS c(id, pos)
+    JOIN {schema}.schedules s ON s.id = c.id
+    WHERE (s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+           AND s.next_run_at <= now()) IS TRUE
+    ORDER BY c.pos, w.last_run NULLS FIRST, s.next_run_at
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+), due_rest AS (
+    -- Room left (see claim_pending's `rest`): the walk in tick order, past rows held elsewhere.
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
            coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
-           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap, s.id
     FROM {schema}.schedules s
     JOIN {schema}.jobs j ON j.name = s.job_name
     WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
       AND s.next_run_at IS NOT NULL
       AND s.next_run_at <= now()
       AND j.enabled AND NOT j.paused AND NOT j.orphaned
-      AND EXISTS (SELECT 1 FROM {schema}.definitions d  -- only jobs this runner's code defines
+      AND EXISTS (SELECT 1 FROM {schema}.definitions d
                   WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+      AND s.id NOT IN (SELECT f.id FROM due f)  -- this transaction holds those already
     ORDER BY s.next_run_at
-    LIMIT %(limit)s
+    LIMIT %(limit)s - (SELECT count(*) FROM due)
     FOR NO KEY UPDATE OF s SKIP LOCKED
 ), ahead AS (
+    -- a queue's due schedules come first in it: a job with a backlog comes last here
+    SELECT s.job_name AS name, s.key, s.cron AS schedule,
+           coalesce(s.timezone, w.timezone) AS timezone, s.next_run_at, w.overlap, w.misfire,
+           extract(epoch FROM w.misfire_grace)::float8 AS misfire_grace, w.misfire_cap, s.id
+    FROM waiting w
+    CROSS JOIN LATERAL unnest(w.ids) WITH ORDINALITY AS c(id, pos)
+    JOIN {schema}.schedules s ON s.id = c.id
+    WHERE (s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
+           AND s.next_run_at > now()
+           AND s.next_run_at <= now() + make_interval(secs => %(lookahead)s)) IS TRUE
+    ORDER BY c.pos, w.last_run NULLS FIRST, s.next_run_at
+    LIMIT least(%(ahead)s, (SELECT n FROM share))
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+), ahead_rest AS (
     SELECT s.job_name AS name, s.key, s.cron AS schedule,
            coalesce(s.timezone, j.timezone) AS timezone, s.next_run_at, j.overlap, j.misfire,
-           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap
+           extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap, s.id
     FROM {schema}.schedules s
     JOIN {schema}.jobs j ON j.name = s.job_name
     WHERE s.enabled AND NOT s.paused AND s.job_active AND s.error IS NULL
@@ -116,32 +181,37 @@ WITH ahead_ticks AS (
       AND j.enabled AND NOT j.paused AND NOT j.orphaned
       AND EXISTS (SELECT 1 FROM {schema}.definitions d
                   WHERE d.code_version = %(code_version)s AND d.job_name = s.job_name)
+      AND s.id NOT IN (SELECT f.id FROM ahead f)
     ORDER BY s.next_run_at
-    LIMIT least(%(ahead)s, (SELECT n FROM share))
+    LIMIT least(%(ahead)s, (SELECT n FROM share)) - (SELECT count(*) FROM ahead)
     FOR NO KEY UPDATE OF s SKIP LOCKED
+), locked AS (
+    SELECT * FROM due UNION ALL SELECT * FROM due_rest
+    UNION ALL SELECT * FROM ahead UNION ALL SELECT * FROM ahead_rest
 )
-SELECT due.*, now() AS db_now, late.alive_runner, late.alive_since, late.changed_at
-FROM due
+SELECT l.name, l.key, l.schedule, l.timezone, l.next_run_at, l.overlap, l.misfire,
+       l.misfire_grace, l.misfire_cap, now() AS db_now,
+       late.alive_runner, late.alive_since, late.changed_at
+FROM locked l
 -- Why ticks were missed, read only for a schedule late enough to have missed one (past its
--- grace, or a second behind: a later tick may be due too), one row each: the live runner
--- defining the job that started first (a tick before that had no runner; after it, the
--- claim was late), and when the job or schedule row last changed (a resume, an edit). The
--- LIMIT keeps it a LATERAL subquery, so the one-time filter spares the schedules on time.
+-- grace, or a second behind: a later tick may be due too; never one claimed ahead), one row
+-- each: the live runner defining the job that started first (a tick before that had no
+-- runner; after it, the claim was late), and when the job or schedule row last changed (a
+-- resume, an edit). The LIMIT keeps it a LATERAL subquery, so the one-time filter spares
+-- the schedules on time.
 LEFT JOIN LATERAL (
     SELECT r.id AS alive_runner, r.started_at AS alive_since,
            (SELECT greatest(s.updated_at, j.updated_at)
             FROM {schema}.schedules s JOIN {schema}.jobs j ON j.name = s.job_name
-            WHERE s.job_name = due.name AND s.key = due.key) AS changed_at
+            WHERE s.id = l.id) AS changed_at
     FROM {schema}.runners r
-    WHERE due.next_run_at <= now() - make_interval(secs => least(1.0, due.misfire_grace))
+    WHERE l.next_run_at <= now() - make_interval(secs => least(1.0, l.misfire_grace))
       AND r.concurrency > 0 AND r.heartbeat_at > now() - make_interval(secs => %(lease_timeout)s)
       AND EXISTS (SELECT 1 FROM {schema}.definitions d
-                  WHERE d.code_version = r.code_version AND d.job_name = due.name)
+                  WHERE d.code_version = r.code_version AND d.job_name = l.name)
     ORDER BY r.started_at
     LIMIT 1
 ) late ON true
-UNION ALL
-SELECT ahead.*, now() AS db_now, NULL, NULL, NULL FROM ahead
 
 -- name: job_activity
 -- Step 2, once the schedule rows are locked: a new statement sees what other runners
@@ -210,24 +280,63 @@ RETURNING r.id, r.job_name, r.schedule_key, r.trigger, r.status, r.scheduled_for
 
 -- name: claim_pending
 -- A request claim, one statement (sent with BEGIN and COMMIT in one round trip): lock the
--- pending runs whose time has come, oldest first, and start those whose job allows overlap.
--- Runs of the other jobs come back still `pending`, for the job-locking claim below.
-WITH locked AS (
+-- pending runs whose time has come and start those whose job allows overlap. Runs of the
+-- other jobs come back still `pending`, for the job-locking claim below.
+-- Fair across jobs, as lock_due_jobs: one walk of runs_pending_idx let ten thousand requests
+-- to one job fill every claim while another job's request waited behind them all. So each
+-- job this runner defines gets its own queue, oldest first (runs_pending_job_due_idx, by a
+-- range on the job so only that index gives the order: see job_activity), at most `limit`
+-- long; the claim takes each job's oldest, then each job's second, and so on, the oldest
+-- first within a round. The cost follows the jobs defined and what is pending now, at most
+-- (jobs with work) x `limit` rows. The lock is by id, its test in IS TRUE (see
+-- lock_due_jobs: each candidate one primary-key lookup).
+WITH queues AS MATERIALIZED (
+    SELECT j.name, j.overlap = 'allow' AS overlap_allowed,
+           ARRAY(SELECT r.id FROM {schema}.runs r
+                 WHERE r.job_name >= j.name AND r.job_name <= j.name
+                   AND r.status = 'pending' AND r.run_after <= now()
+                   -- a hint only (step 3 decides): keeps a backlog of one busy job from
+                   -- filling every batch
+                   AND (j.overlap = 'allow' OR NOT EXISTS (
+                           SELECT 1 FROM {schema}.runs x
+                           WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
+                             AND x.status = 'running'))
+                 ORDER BY r.job_name, r.run_after, r.id
+                 LIMIT %(limit)s) AS ids
+    -- only jobs this runner's code defines: others wait, visibly, for a runner that has them
+    FROM {schema}.definitions d
+    JOIN {schema}.jobs j ON j.name = d.job_name
+    WHERE d.code_version = %(code_version)s
+), fair AS (
+    SELECT r.id, r.job_name, r.schedule_key, q.overlap_allowed
+    FROM queues q
+    CROSS JOIN LATERAL unnest(q.ids) WITH ORDINALITY AS c(id, pos)
+    JOIN {schema}.runs r ON r.id = c.id
+    WHERE (r.status = 'pending' AND r.run_after <= now()) IS TRUE
+    ORDER BY c.pos, r.run_after, r.id
+    LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+), rest AS (
+    -- Room left: each queue is `limit` long, and runners claiming at once find the same
+    -- first rows (one locked them, the others skip them). Without this the others came back
+    -- empty and backed off (a drain by 2 runners went no faster than by 1). The walk in
+    -- plain order fills it, past rows held elsewhere; with the room full it never runs.
     SELECT r.id, r.job_name, r.schedule_key, j.overlap = 'allow' AS overlap_allowed
     FROM {schema}.runs r
     JOIN {schema}.jobs j ON j.name = r.job_name
     WHERE r.status = 'pending' AND r.run_after <= now()
-      -- only jobs this runner's code defines: others wait, visibly, for a runner that has them
       AND EXISTS (SELECT 1 FROM {schema}.definitions d
                   WHERE d.code_version = %(code_version)s AND d.job_name = r.job_name)
-      -- a hint only (step 3 decides): keeps a backlog of one busy job from filling every batch
       AND (j.overlap = 'allow' OR NOT EXISTS (
               SELECT 1 FROM {schema}.runs x
               WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
                 AND x.status = 'running'))
+      AND r.id NOT IN (SELECT f.id FROM fair f)  -- this transaction holds those already
     ORDER BY r.run_after, r.id
-    LIMIT %(limit)s
+    LIMIT %(limit)s - (SELECT count(*) FROM fair)
     FOR UPDATE OF r SKIP LOCKED
+), locked AS (
+    SELECT * FROM fair UNION ALL SELECT * FROM rest
 ), started AS (
     UPDATE {schema}.runs r
     SET status = 'running', runner = %(runner)s, lease = gen_random_uuid(),
