@@ -50,6 +50,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0007_schedules.py",
         "pgsched/sql/0007_schedules.sql",
         "pgsched/sql/0007_schedules_down.sql",
+        "pgsched/migrations/versions/0008_exactly_once.py",
+        "pgsched/sql/0008_exactly_once.sql",
+        "pgsched/sql/0008_exactly_once_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"
