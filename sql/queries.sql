@@ -10,8 +10,9 @@
 -- runner pairs it with its monotonic clock read just before sending the statement, and
 -- reports when the callable really began from there, never earlier than it did. started_at
 -- is a placeholder until the result is written: the claim time, or the tick of a run claimed
--- ahead of its tick (`lookahead`). Claims return claimed_at as epoch seconds, the lease as
--- text and params NULL when empty, and results send times as epoch seconds: per run, parsing
+-- ahead of its tick (`lookahead`); NULL once a result says it never started. Claims return
+-- claimed_at as epoch seconds, the lease as text and params NULL when empty, and results
+-- send times as epoch seconds: per run, parsing
 -- and formatting timestamps, UUIDs and JSON cost the runner more than a no-op job.
 
 -- name: register_runner
@@ -365,11 +366,10 @@ SELECT extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
 -- overwrite a final state already written.
 UPDATE {schema}.runs r
 SET status = f.status,
-    -- no start reported: the claim's placeholder stays, unless it is after the end (a tick
-    -- claimed ahead, ended before its time: it never started)
-    started_at = coalesce(to_timestamp(f.started_at),
-                          CASE WHEN r.started_at <= coalesce(to_timestamp(f.finished_at), now())
-                               THEN r.started_at END),
+    -- no start reported: it never started (cancelled while it waited for its tick or a slot,
+    -- a job this code does not define), and the claim's placeholder goes: a tick claimed
+    -- ahead had its future tick there
+    started_at = to_timestamp(f.started_at),
     finished_at = coalesce(to_timestamp(f.finished_at), now()),
     message = CASE WHEN r.message IS NULL THEN f.message
                    WHEN f.message IS NULL THEN r.message
