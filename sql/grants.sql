@@ -15,7 +15,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.schedules TO {role};  -- (0007)
 
 -- name: requester
 -- May request a manual run (only job_name and params: it cannot forge a status or a result),
--- add, edit and remove runtime schedules, and read history;
+-- add, edit and remove runtime schedules (the code/profile ones are refused by a trigger,
+-- 0009), and read history;
 -- may not change history, jobs or runners.
 GRANT USAGE ON SCHEMA {schema} TO {role};
 GRANT SELECT ON {schema}.jobs, {schema}.runs, {schema}.runners, {schema}.actions,

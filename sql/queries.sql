@@ -10,8 +10,9 @@
 -- runner pairs it with its monotonic clock read just before sending the statement, and
 -- reports when the callable really began from there, never earlier than it did. started_at
 -- is a placeholder until the result is written: the claim time, or the tick of a run claimed
--- ahead of its tick (`lookahead`). Claims return claimed_at as epoch seconds, the lease as
--- text and params NULL when empty, and results send times as epoch seconds: per run, parsing
+-- ahead of its tick (`lookahead`); NULL once a result says it never started. Claims return
+-- claimed_at as epoch seconds, the lease as text and params NULL when empty, and results
+-- send times as epoch seconds: per run, parsing
 -- and formatting timestamps, UUIDs and JSON cost the runner more than a no-op job.
 
 -- name: register_runner
@@ -245,16 +246,37 @@ LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
 -- write one row per tick with the schedule's params (all lists as JSON, like finish_runs).
 -- A schedule the planner could not read gets `error` and stops. Rows this runner starts now
 -- are 'running' under a fresh lease; the unique key refuses a second row per tick.
+-- A schedule key removed and added again (within the lookahead) finds its tick's row taken by
+-- the removed schedule's run, cancelled before it started (migration 0007's trigger): that
+-- row is revived as the new schedule's tick (ON CONFLICT ... DO UPDATE, under the same
+-- unique key as before, which older runners' DO NOTHING still infers). While that cancel is
+-- still with the runner holding the run (`held`: it may yet start it, if the request came too
+-- late), the schedule does not move past the tick: it is claimed again once the run's end is
+-- written, revived if it never started.
 WITH plans AS (
     SELECT * FROM json_to_recordset(%(jobs)s::json)
         AS a(name text, key text, next_run_at timestamptz, error text)
+), ticks AS (
+    SELECT * FROM json_to_recordset(%(ticks)s::json)
+        AS t(job_name text, key text, tick timestamptz, status text, message text)
+), held AS (
+    SELECT t.job_name, t.key, min(t.tick) AS tick
+    FROM ticks t
+    JOIN {schema}.runs o ON o.job_name = t.job_name AND o.schedule_key = t.key
+                        AND o.scheduled_for = t.tick AND o.trigger = 'schedule'
+    JOIN {schema}.schedules s ON s.job_name = t.job_name AND s.key = t.key
+    WHERE o.status = 'running' AND o.cancel_requested_at <= s.created_at
+    GROUP BY t.job_name, t.key
+), next AS (
+    SELECT a.name, a.key, least(a.next_run_at, h.tick) AS next_run_at, a.error
+    FROM plans a LEFT JOIN held h ON h.job_name = a.name AND h.key = a.key
 ), advanced AS (
     UPDATE {schema}.schedules s SET next_run_at = a.next_run_at, error = a.error
-    FROM plans a
+    FROM next a
     WHERE s.job_name = a.name AND s.key = a.key
 ), mirrored AS (
     UPDATE {schema}.jobs j SET next_run_at = a.next_run_at
-    FROM plans a
+    FROM next a
     WHERE j.name = a.name AND a.key = 'default'
       AND j.name IN (SELECT x.name FROM {schema}.jobs x  -- never wait for a job row: see below
                      WHERE x.name IN (SELECT name FROM plans WHERE key = 'default')
@@ -271,9 +293,21 @@ SELECT t.job_name, t.key, 'schedule', t.status, t.tick, t.tick,
        t.message,
        coalesce((SELECT s.params FROM {schema}.schedules s
                  WHERE s.job_name = t.job_name AND s.key = t.key), '{}')
-FROM json_to_recordset(%(ticks)s::json) AS t(job_name text, key text, tick timestamptz,
-                                            status text, message text)
-ON CONFLICT (job_name, schedule_key, scheduled_for) WHERE trigger = 'schedule' DO NOTHING
+FROM ticks t
+WHERE NOT EXISTS (SELECT 1 FROM held h
+                  WHERE h.job_name = t.job_name AND h.key = t.key AND t.tick >= h.tick)
+ON CONFLICT (job_name, schedule_key, scheduled_for) WHERE trigger = 'schedule'
+DO UPDATE SET status = excluded.status, run_after = excluded.run_after,
+              created_at = excluded.created_at, started_at = excluded.started_at,
+              finished_at = excluded.finished_at, runner = excluded.runner,
+              lease = excluded.lease, message = excluded.message, params = excluded.params,
+              requested_by = excluded.requested_by, cancel_requested_at = NULL,
+              cancelled_by = NULL
+-- revived only: a run of an earlier schedule under this key (cancelled no later than this
+-- schedule was created) that never started
+WHERE r.status = 'cancelled' AND (r.started_at IS NULL OR r.started_at > r.finished_at)
+  AND r.cancel_requested_at <= (SELECT s.created_at FROM {schema}.schedules s
+                                WHERE s.job_name = r.job_name AND s.key = r.schedule_key)
 RETURNING r.id, r.job_name, r.schedule_key, r.trigger, r.status, r.scheduled_for, r.attempt,
           NULLIF(r.params, '{}') AS params, r.lease::text AS lease, r.started_at,
           extract(epoch FROM clock_timestamp())::float8 AS claimed_at
@@ -464,7 +498,11 @@ SELECT extract(epoch FROM (SELECT s.next_run_at FROM {schema}.schedules s
 -- lease check means a runner that lost its lease (declared dead, or timed out) can never
 -- overwrite a final state already written.
 UPDATE {schema}.runs r
-SET status = f.status, started_at = coalesce(to_timestamp(f.started_at), r.started_at),
+SET status = f.status,
+    -- no start reported: it never started (cancelled while it waited for its tick or a slot,
+    -- a job this code does not define), and the claim's placeholder goes: a tick claimed
+    -- ahead had its future tick there
+    started_at = to_timestamp(f.started_at),
     finished_at = coalesce(to_timestamp(f.finished_at), now()),
     message = CASE WHEN r.message IS NULL THEN f.message
                    WHEN f.message IS NULL THEN r.message
@@ -516,10 +554,24 @@ RETURNING r.id
 
 -- name: cancel_run
 -- Cancel a run: a pending one at once; a running one is asked to stop (its runner, woken by
--- the NOTIFY of migration 0006, tells the job and ends it `cancelled`). Returns the status
--- the run had; no row when it was already final (or does not exist).
-WITH target AS (
+-- the NOTIFY of migration 0006, tells the job and ends it `cancelled`; no retry follows it,
+-- whatever it ends as: migration 0009). A failed run whose retry is waiting or running: that
+-- retry (a cancel that arrives just after the failure still ends the chain). Returns the
+-- status the cancelled run had; no row when there was nothing left to cancel (or no such run).
+WITH asked AS (
+    SELECT id, job_name, status, attempt, coalesce(retry_of, id) AS chain
+    FROM {schema}.runs WHERE id = %(id)s
+), target AS (
     SELECT id, status FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
+), retry AS (
+    SELECT r.id, r.status
+    FROM {schema}.runs r
+    JOIN asked a ON r.job_name = a.job_name AND r.id > a.id
+    WHERE a.status = 'failed' AND r.retry_of = a.chain AND r.attempt > a.attempt
+      AND r.status IN ('pending', 'running')
+    FOR UPDATE OF r
+), t AS (
+    SELECT id, status FROM target UNION ALL SELECT id, status FROM retry
 )
 UPDATE {schema}.runs r
 SET status = CASE WHEN t.status = 'pending' THEN 'cancelled' ELSE r.status END,
@@ -529,7 +581,7 @@ SET status = CASE WHEN t.status = 'pending' THEN 'cancelled' ELSE r.status END,
                    ELSE r.message END,
     cancel_requested_at = coalesce(r.cancel_requested_at, now()),
     cancelled_by = coalesce(r.cancelled_by, %(by)s::text)
-FROM target t
+FROM t
 WHERE r.id = t.id AND t.status IN ('pending', 'running')
 RETURNING t.status AS was
 

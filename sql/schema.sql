@@ -4,7 +4,12 @@
 -- 0003_actions.sql (pgsched.actions, the ledger of operators' actions),
 -- 0004_topology.sql (sync_lock, the table sync serialises on),
 -- 0005_definitions.sql (definitions: the jobs each code version defines; runners.code_version),
--- 0006_cancel.sql (runs.cancel_requested_at and cancelled_by, the cancel NOTIFY).
+-- 0006_cancel.sql (runs.cancel_requested_at and cancelled_by, the cancel NOTIFY),
+-- 0007_schedules.sql (pgsched.schedules, runs.schedule_key; replaces retry_failed_run below),
+-- 0008_fair_claims.sql (runs_pending_job_due_idx: each job's pending runs oldest first),
+-- 0009_exactly_once.sql (no retry after a cancel request: replaces retry_failed_run again;
+-- only sync writes code/profile schedules).
+-- The functions and indexes below are those of 0001; a later revision may have replaced them.
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

@@ -232,3 +232,24 @@ def retry_sleeps(ctx: JobContext) -> str:
     if ctx.wait_cancelled(float(ctx.params.get("seconds", 2))):
         return "noticed cancellation"
     return "slept"
+
+
+cancel_race = Extension("faults-cancel-race")
+
+
+@cancel_race.job(
+    "fails-on-go",
+    description="records each attempt, then raises once the file params.go exists",
+    max_attempts=5,
+    retry_backoff=0.2,
+)
+def fails_on_go(ctx: JobContext) -> None:
+    """Deaf to ctx.cancelled on purpose: its failure races the cancel request."""
+    with ctx.connection() as conn:
+        conn.execute(
+            "INSERT INTO race_exec (run_id, attempt) VALUES (%s, %s)", [ctx.run_id, ctx.attempt]
+        )
+    go = str(ctx.params["go"])
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    raise RuntimeError(f"attempt {ctx.attempt} failed")

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
+import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -103,6 +108,80 @@ def test_a_retry_chain_stops_at_a_cancelled_run(dsn: str, tmp_path: Path) -> Non
         wait_status(dsn, run_id, procs, timeout=15)
     rows = query(dsn, "SELECT status, trigger FROM pgsched.runs ORDER BY id")
     assert rows == [{"status": "cancelled", "trigger": "manual"}], rows
+
+
+def test_an_acknowledged_cancel_ends_the_retry_chain_even_when_the_run_fails_meanwhile(
+    dsn: str, tmp_path: Path
+) -> None:
+    """The job (max_attempts=5) fails the moment the test lets it, and the test cancels it at
+    about that moment, over and over. Whenever cancel_run answers 'cancelling' or 'cancelled',
+    the attempt it landed on is the chain's last: no retry follows a run whose cancel was
+    requested, and a failed run's waiting retry is what a late cancel lands on."""
+    app = "tests.apps.faults:cancel_race"
+    synced(dsn, app)
+    query(dsn, "CREATE TABLE race_exec (run_id bigint, attempt int)")
+    rng = random.Random(25)
+    answers: list[str] = []
+    with runners(dsn, tmp_path, apps=[app], profile=write_profile(tmp_path)) as procs:
+        wait_registered(dsn, 1, procs)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for i in range(40):
+                go = tmp_path / f"go-{i}"
+                run_id = request(dsn, "fails-on-go", {"go": str(go)})
+                wait_until(partial(_started, dsn, run_id), 20, f"run {run_id} to start", procs)
+                jitter = rng.uniform(0, 0.01)  # which lands first varies: that is the race
+                if i % 2:
+                    said = pgsched.cancel_run(conn, run_id, by="race")
+                    time.sleep(jitter)
+                    go.touch()
+                else:
+                    go.touch()
+                    time.sleep(jitter)
+                    said = pgsched.cancel_run(conn, run_id, by="race")
+                answers.append(said)
+                # not acknowledged (it had failed, its retry not yet visible): cancel again,
+                # until a cancel lands or the chain has run out
+                wait_until(
+                    partial(_cancelled_to_the_end, conn, dsn, run_id),
+                    30,
+                    f"the retry chain of run {run_id} to end",
+                    procs,
+                )
+                chain = query(
+                    dsn,
+                    "SELECT attempt, status, cancel_requested_at FROM pgsched.runs"
+                    " WHERE coalesce(retry_of, id) = %s ORDER BY attempt",
+                    [run_id],
+                )
+                asked = [r["attempt"] for r in chain if r["cancel_requested_at"] is not None]
+                if said in ("cancelled", "cancelling"):
+                    assert asked, chain
+                if asked:
+                    assert chain[-1]["attempt"] == min(asked), f"run {run_id}: {chain}"
+                    executed = query(
+                        dsn,
+                        "SELECT e.attempt FROM race_exec e JOIN pgsched.runs r ON r.id = e.run_id"
+                        " WHERE coalesce(r.retry_of, r.id) = %s",
+                        [run_id],
+                    )
+                    assert max(e["attempt"] for e in executed) <= min(asked), executed
+        assert procs[0].terminate() == 0
+    print(f"\ncancel racing failure, first answers: {Counter(answers)}")
+    assert "cancelling" in answers  # the race was run, not only cancels of ended runs
+
+
+def _started(dsn: str, run_id: int) -> bool:
+    return bool(query(dsn, "SELECT 1 FROM race_exec WHERE run_id = %s", [run_id]))
+
+
+def _cancelled_to_the_end(conn: psycopg.Connection[Any], dsn: str, run_id: int) -> bool:
+    """Cancel the chain of `run_id` once more; True when no attempt of it is left to run."""
+    pgsched.cancel_run(conn, run_id, by="race")
+    live = (
+        "SELECT 1 FROM pgsched.runs WHERE coalesce(retry_of, id) = %s"
+        " AND status IN ('pending', 'running')"
+    )
+    return not query(dsn, live, [run_id])
 
 
 def test_background_runner_runs_ticks_inside_an_asyncio_app_and_stops_with_it(

@@ -53,6 +53,9 @@ def test_wheel_carries_sql_and_migrations(tmp_path: Path) -> None:
         "pgsched/migrations/versions/0008_fair_claims.py",
         "pgsched/sql/0008_fair_claims.sql",
         "pgsched/sql/0008_fair_claims_down.sql",
+        "pgsched/migrations/versions/0009_exactly_once.py",
+        "pgsched/sql/0009_exactly_once.sql",
+        "pgsched/sql/0009_exactly_once_down.sql",
         "pgsched/py.typed",
     ]:
         assert required in names, f"{required} missing from {wheel.name}"

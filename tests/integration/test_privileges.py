@@ -77,6 +77,62 @@ def test_requester_may_add_edit_and_remove_runtime_schedules_only(dsn: str) -> N
     assert run["status"] == "cancelled" and "'t-1'" in run["message"]
 
 
+def test_only_sync_writes_code_schedules_and_a_requester_is_told_why(dsn: str) -> None:
+    """A requester moving the code schedule's next tick to 2099 stopped the job until the next
+    runner restart. The code/profile rows are sync's (the owner's and runner roles'): a
+    requester is refused with the schedule's name and what to do instead, and keeps full
+    control of runtime rows; it cannot turn one kind into the other either."""
+    import pgsched as api
+
+    assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
+    default = "job_name = 'tick-every-second' AND key = 'default'"
+    before = query(dsn, f"SELECT * FROM pgsched.schedules WHERE {default}")
+    requester = _role(dsn, "requester")
+    with psycopg.connect(requester, autocommit=True) as conn:
+        api.add_schedule(conn, "tick-every-second", key="extra", cron="@hourly")
+        refused = [
+            f"UPDATE pgsched.schedules SET next_run_at = '2099-01-01' WHERE {default}",
+            f"UPDATE pgsched.schedules SET paused = true WHERE {default}",
+            f"UPDATE pgsched.schedules SET cron = '@yearly', error = NULL WHERE {default}",
+            f"DELETE FROM pgsched.schedules WHERE {default}",
+            # all of the job's rows, the code one included
+            "UPDATE pgsched.schedules SET paused = true WHERE job_name = 'tick-every-second'",
+        ]
+        for statement in refused:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as caught:
+                conn.execute(statement)  # type: ignore[arg-type]
+            diag = caught.value.diag
+            assert "schedule 'default' of job 'tick-every-second'" in str(diag.message_primary)
+            assert "code/profile" in str(diag.message_primary), diag.message_primary
+            assert "pgsched jobs pause tick-every-second" in str(diag.message_hint)
+        # its identity and kind are not the requester's to change, on either kind of row
+        for statement in [
+            f"UPDATE pgsched.schedules SET source = 'runtime' WHERE {default}",
+            "UPDATE pgsched.schedules SET source = 'code' WHERE key = 'extra'",
+            "UPDATE pgsched.schedules SET key = 'default' WHERE key = 'extra'",
+            "UPDATE pgsched.schedules SET job_name = 'tick-every-two' WHERE key = 'extra'",
+        ]:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)  # type: ignore[arg-type]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO pgsched.schedules (job_name, key, cron, source)"
+                " VALUES ('tick-every-two', 'x', '@daily', 'code')"
+            )
+        # runtime rows stay the requester's: edit, pause, move, remove
+        conn.execute(
+            "UPDATE pgsched.schedules SET paused = true, params = '{\"a\": 1}',"
+            " next_run_at = '2099-01-01' WHERE key = 'extra'"
+        )
+        assert api.remove_schedule(conn, "tick-every-second", "extra") is True
+    assert query(dsn, f"SELECT * FROM pgsched.schedules WHERE {default}") == before
+    # the runner role keeps writing the code rows (sync, claims)
+    runner = _role(dsn, "runner")
+    with psycopg.connect(runner, autocommit=True) as conn:
+        conn.execute(f"UPDATE pgsched.schedules SET next_run_at = now() WHERE {default}")
+    assert pgsched(*APP, "sync", dsn=runner).returncode == 0
+
+
 def test_reader_may_only_select(dsn: str) -> None:
     assert pgsched(*APP, "sync", dsn=dsn).returncode == 0
     reader = _role(dsn, "reader")

@@ -20,6 +20,7 @@ import pytest
 
 from pgsched import Extension, JobContext
 from pgsched.errors import DatabaseUnavailableError
+from pgsched.planning import plan_claim
 from pgsched.profile import Profile
 from pgsched.registry import Registry, build_registry
 from pgsched.runner import Runner
@@ -29,7 +30,7 @@ from pgsched.runner.results import Results
 from pgsched.runner.slots import Slots
 from pgsched.runner.supervisor import ControlThread
 from pgsched.settings import RunnerSettings
-from pgsched.store import ClaimedRun, Store
+from pgsched.store import ClaimedRun, RunOutcome, Store
 from tests.runners import query, request, wait_until
 
 ext = Extension("in-process")
@@ -453,3 +454,65 @@ def test_a_failure_in_between_successes_is_retried_not_fatal() -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+# --- a schedule key removed and added again while its tick is held ahead ---------------------
+
+
+async def claim_ticks(store: Store, runner_id: str) -> list[ClaimedRun]:
+    """One tick claim round as the claimer makes it, with a lookahead of 10 s."""
+    async with store.tick_claim(runner_id, REGISTRY.code_version) as claim:
+        due = await claim.lock_due_jobs(4, 4, 10.0, 30.0)
+        if due:
+            await claim.record(plan_claim(due, 4, 4))
+    return claim.claimed
+
+
+def test_a_re_added_key_waits_for_the_removed_schedules_tick_to_end_then_revives_it(
+    dsn: str,
+) -> None:
+    """Runner a holds tick T of schedule 't' ahead of its time when 't' is removed and added
+    again at T. Until a writes the end of that run (it was asked to cancel it, and may yet
+    start it), runner b's claim leaves 't' at T and writes nothing; once a has ended it
+    `cancelled` before it started, b's claim revives that row as the new schedule's tick:
+    T runs once, and the cancelled run never shows a start (nor a negative duration)."""
+    synced(dsn)
+    add = (
+        "INSERT INTO pgsched.schedules (job_name, key, cron, params, next_run_at)"
+        " VALUES ('quick', 't', '* * * * * *', %s, %s)"
+    )
+    (row,) = query(dsn, "SELECT date_trunc('second', now()) + interval '5 s' AS t")
+    tick = row["t"]
+    query(dsn, add, ['{"n": 1}', tick])
+
+    async def go() -> None:
+        store = Store(dsn)
+        await store.open()
+        try:
+            for runner_id in ("a", "b"):
+                await store.register_runner(runner_id, "host", 1, 4, "test", REGISTRY)
+            (held,) = await claim_ticks(store, "a")
+            assert held.scheduled_for == tick
+            query(dsn, "DELETE FROM pgsched.schedules WHERE key = 't'")
+            query(dsn, add, ['{"n": 2}', tick])
+            assert await claim_ticks(store, "b") == []
+            (waiting,) = query(dsn, "SELECT next_run_at FROM pgsched.schedules WHERE key = 't'")
+            assert waiting["next_run_at"] == tick  # not past T: T is not lost
+            # a ends it as its runner does a tick cancelled before its time
+            ended = RunOutcome(held.id, held.lease, "cancelled", None, None, "cancelled by x")
+            assert await store.finish([ended]) == {held.id}
+            (cancelled,) = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [held.id])
+            assert cancelled["status"] == "cancelled" and cancelled["started_at"] is None
+            (revived,) = await claim_ticks(store, "b")
+            assert (revived.id, revived.scheduled_for, revived.params) == (held.id, tick, {"n": 2})
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        query(dsn, "DELETE FROM pgsched.runners")
+    (run,) = query(dsn, "SELECT * FROM pgsched.runs WHERE schedule_key = 't'")
+    assert run["status"] == "running" and run["runner"] == "b", run
+    assert run["cancel_requested_at"] is None and run["cancelled_by"] is None, run
+    assert not query(dsn, "SELECT 1 FROM pgsched.runs WHERE duration < interval '0'")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -99,6 +101,98 @@ def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
         f"two SQL schedules, two runners: {len(runs)} runs, "
         f"{len(by_key['tenant-1'])} ticks each, runners used: {len({r['pid'] for r in executed})}"
     )
+
+
+def _claimed_ahead(dsn: str, after: datetime | None) -> list[dict[str, Any]]:
+    """The tick of schedule 't' a runner holds ahead of its time (later than `after`)."""
+    return query(
+        dsn,
+        "SELECT scheduled_for FROM pgsched.runs WHERE schedule_key = 't' AND status = 'running'"
+        " AND scheduled_for > now() AND scheduled_for > coalesce(%s::timestamptz, '-infinity')"
+        " ORDER BY scheduled_for LIMIT 1",
+        [after],
+    )
+
+
+def test_removing_and_re_adding_a_schedule_key_within_the_lookahead_keeps_every_tick_once(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A schedule is removed while a runner holds its next tick (claimed ahead), and added again
+    under the same key starting at that tick, over and over, across two runners: the removed
+    schedule's tick is cancelled before it starts, and the new one's tick runs in its place
+    (its row revived, not refused by the unique key), once. misfire=all and overlap=allow: a
+    runner late on a loaded machine runs a late tick rather than skipping it, so the count
+    does not depend on timing. (A tick its runner started before it heard of the cancel ran
+    under the removed schedule: it ends `cancelled`, once, and is not revived.)"""
+    prepared(dsn)
+    profile = write_profile(
+        tmp_path,
+        "\nscheduler:\n  jobs:\n    - job: tenant-report\n      misfire: all\n"
+        "      overlap: allow\n",
+    )
+    add = (
+        "INSERT INTO pgsched.schedules (job_name, key, cron, params, next_run_at)"
+        " VALUES ('tenant-report', 't', '* * * * * *', '{\"tenant\": 1}', %s)"
+    )
+    remove = "DELETE FROM pgsched.schedules WHERE job_name = 'tenant-report' AND key = 't'"
+    with runners(dsn, tmp_path, count=2, apps=[APP], profile=profile) as procs:
+        wait_registered(dsn, 2, procs)
+        query(dsn, add, [None])
+        tick = None
+        for i in range(10):
+            # every other time, a tick of the re-added schedule runs before the next removal
+            after = tick + timedelta(seconds=i % 2) if tick is not None else None
+            ahead = wait_until(
+                partial(_claimed_ahead, dsn, after), 20, "a tick claimed ahead", procs
+            )
+            tick = ahead[0]["scheduled_for"]
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                if i % 2:
+                    with conn.transaction():  # one transaction, or two: both are done
+                        conn.execute(remove)
+                        conn.execute(add, [tick])
+                else:
+                    conn.execute(remove)
+                    conn.execute(add, [tick])
+        wait_until(partial(_claimed_ahead, dsn, tick), 20, "the tick after the last re-add", procs)
+        query(dsn, remove)
+        stopped = db_now(dsn)
+        wait_until(
+            lambda: (
+                not query(dsn, "SELECT 1 FROM pgsched.runs WHERE status IN ('pending', 'running')")
+            ),
+            20,
+            "the last runs to finish",
+            procs,
+        )
+        for p in procs:
+            assert p.terminate() == 0, p.output()[-2000:]
+    executed = [
+        r["scheduled_for"]
+        for r in query(
+            dsn,
+            "SELECT scheduled_for FROM schedule_exec WHERE schedule_key = 't'"
+            " ORDER BY scheduled_for",
+        )
+    ]
+    assert executed, "no tick ran"
+    assert len(executed) == len(set(executed)), f"a tick ran twice: {executed}"
+    runs = query(
+        dsn,
+        "SELECT id, scheduled_for, status, runner, created_at, started_at, finished_at, message"
+        " FROM pgsched.runs WHERE schedule_key = 't' ORDER BY scheduled_for",
+    )
+    expected = [executed[0] + timedelta(seconds=i) for i in range(len(executed))]
+    assert executed == expected, f"a tick was lost: {executed}\n{runs}"
+    assert executed[-1] >= tick and executed[-1] <= stopped, (executed[-1], tick, stopped)
+    ran = [r["scheduled_for"] for r in runs if r["started_at"] is not None]
+    assert ran == executed, runs
+    assert {r["status"] for r in runs} <= {"succeeded", "cancelled"}, runs
+    after = [r for r in runs if r["scheduled_for"] > executed[-1]]  # the last removal's
+    assert all(r["status"] == "cancelled" and r["started_at"] is None for r in after), after
+    negative = query(dsn, "SELECT id FROM pgsched.runs WHERE duration < interval '0'")
+    assert not negative, f"negative durations: {negative}"
+    print(f"\nre-added 10 times: {len(executed)} ticks, each once")
 
 
 def test_a_bad_expression_inserted_by_sql_gets_an_error_and_never_fires(
@@ -426,7 +520,7 @@ def test_upgrading_a_database_with_history_from_0_1_keeps_every_tick_once(
     assert ticks[0] == job["next_run_at"], "the first tick after the upgrade is 0.1's next"
     assert ticks == [ticks[0] + timedelta(seconds=2 * i) for i in range(len(ticks))]
     print(
-        f"0.1 -> 0007 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
+        f"0.1 -> 0009 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
         f"next tick kept ({job['next_run_at']:%H:%M:%S}), {len(ticks)} ticks after it, once each"
     )
 
