@@ -229,31 +229,37 @@ class ClusterServer(PgServer):
     @classmethod
     def launch(cls, bin: Path) -> ClusterServer:
         root = Path(tempfile.mkdtemp(prefix="pgsched-test-cluster-"))
+        root.chmod(0o755)  # the socket is here: PgBouncer (another user) connects too
         with _machine_lock():  # as root it may create the system user: once at a time
             user = _system_user()
-            port = _free_port()
-            pg = cls(
-                make_conninfo("", host=str(root), port=port, user="postgres", dbname="postgres"),
-                bin=bin,
-                root=root,
-                user=user,
-            )
-            root.chmod(0o755)  # the socket is here: PgBouncer (another user) connects too
             if user is not None:
-                entry = pwd.getpwnam(user)
-                os.chown(root, entry.pw_uid, entry.pw_gid)
                 _traversable(bin)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        # Only a socket in `root`: the port number just names it, so it cannot clash.
+        port = _free_port()
+        pg = cls(
+            make_conninfo("", host=str(root), port=port, user="postgres", dbname="postgres"),
+            bin=bin,
+            root=root,
+            user=user,
+        )
+        settings = {
+            **CLUSTER_SETTINGS,
+            "port": str(port),
+            "listen_addresses": "''",
+            "unix_socket_directories": f"'{root}'",
+        }
+        try:
             pg._run("initdb", "-D", str(pg.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-            settings = {
-                **CLUSTER_SETTINGS,
-                "port": str(port),
-                "listen_addresses": "''",
-                "unix_socket_directories": f"'{root}'",
-            }
             with (pg.pgdata / "postgresql.conf").open("a") as conf:
                 conf.write("\n# pgsched tests\n")
                 conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
             pg.start_again()
+        except BaseException:
+            pg.close()
+            raise
         return pg
 
     @property
