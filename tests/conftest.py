@@ -24,14 +24,8 @@ TIER_ONLY = {"16", "17"}
 def _chosen_versions() -> list[str]:
     if os.environ.get("PGSCHED_TEST_DSN"):
         return ["dsn"]
-    chosen = [v.strip() for v in os.environ.get("PGSCHED_TEST_PG", ",".join(VERSIONS)).split(",")]
-    unknown = [v for v in chosen if v not in VERSIONS]
-    if unknown or not chosen:
-        raise pytest.UsageError(
-            f"PGSCHED_TEST_PG={os.environ.get('PGSCHED_TEST_PG')!r}: choose among "
-            f"{', '.join(VERSIONS)}"
-        )
-    return chosen
+    chosen = os.environ.get("PGSCHED_TEST_PG", ",".join(VERSIONS)).split(",")
+    return [v.strip() for v in chosen if v.strip()]
 
 
 def _missing(version: str) -> str | None:
@@ -43,6 +37,8 @@ def _missing(version: str) -> str | None:
 def _pg_params() -> list[object]:
     params: list[object] = []
     for version in _chosen_versions():
+        if version not in (*VERSIONS, "dsn"):
+            continue  # pytest_configure refuses it
         reason = _missing(version)
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(
@@ -52,10 +48,16 @@ def _pg_params() -> list[object]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under CI every chosen version must be there: a missing one fails the run, saying what
-    to install, instead of quietly skipping half the suite."""
+    """Refuse unknown versions; under CI every chosen version must be there: a missing one
+    fails the run, saying what to install, instead of quietly skipping half the suite."""
+    chosen = _chosen_versions()
+    if not chosen or any(v not in (*VERSIONS, "dsn") for v in chosen):
+        raise pytest.UsageError(
+            f"PGSCHED_TEST_PG={os.environ.get('PGSCHED_TEST_PG')!r}: choose among "
+            f"{', '.join(VERSIONS)} (comma-separated)"
+        )
     if os.environ.get("CI") == "true":
-        missing = [m for v in _chosen_versions() if (m := _missing(v))]
+        missing = [m for v in chosen if (m := _missing(v))]
         if missing:
             raise pytest.UsageError("; ".join(missing))
 
