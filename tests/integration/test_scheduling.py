@@ -145,4 +145,4 @@ scheduler:
         "SELECT status, message FROM pgsched.runs WHERE job_name = 'sleeps' "
         "AND trigger = 'schedule' AND status = 'skipped'",
     )
-    assert all(r["message"] == "previous run still running (overlap=skip)" for r in rows)
+    assert all(r["message"] == "previous run still running (overlap=skip)" for r in rows), rows
