@@ -1,6 +1,7 @@
 """Schedules as rows (issue 12): validation at scale, idle CPU, fire lag, EXPLAIN.
 
-Subcommands (each starts its own embedded PostgreSQL, fsync on, or uses --dsn):
+Subcommands (each starts its own embedded PostgreSQL, fsync on, or uses --dsn, given before
+the subcommand; `compare` hands it to every run it starts):
 
     python bench/schedules.py validate --rows 1000000 --expressions 10000 --runners 1,3
         One INSERT ... SELECT of N runtime schedules of one job (`bench-noop`) over E distinct
@@ -315,9 +316,11 @@ def cmd_compare(args: Any) -> None:
     plan: list[tuple[str, Path, list[str]]] = []
     for i in range(args.rounds):  # parent / new / new with runtime rows, round after round
         tag = ["--tag", f"cmp{args.tag}-{i}"]
+        if args.dsn:  # each child would start its own embedded server instead
+            tag += ["--dsn", args.dsn]
         plan.append(("parent, jobs", parent, ["bench/fire_precision.py", *fire, *tag]))
         plan.append(("new, jobs", ROOT, ["bench/fire_precision.py", *fire, *tag]))
-        if not args.no_lag:  # --tag belongs to the top-level parser
+        if not args.no_lag:  # --tag and --dsn belong to the top-level parser
             plan.append(("new, runtime schedules", ROOT, [lag[0], *tag, *lag[1:]]))
     table = []
     for label, tree, cmd in plan:

@@ -38,6 +38,7 @@ def synced(dsn: str, app: str = FAULTS) -> None:
     assert cli("--app", app, "sync", dsn=dsn).returncode == 0
 
 
+@pytest.mark.matrix
 def test_request_run_commits_and_rolls_back_with_the_callers_transaction(dsn: str) -> None:
     synced(dsn)
     with psycopg.connect(dsn) as conn:  # not autocommit: the caller's own transaction
@@ -54,6 +55,7 @@ def test_request_run_commits_and_rolls_back_with_the_callers_transaction(dsn: st
     assert row == {"params": {"tenant": 7}, "status": "pending"}
 
 
+@pytest.mark.matrix
 def test_request_and_cancel_work_on_an_async_connection(dsn: str) -> None:
     synced(dsn)
 
@@ -71,6 +73,7 @@ def test_request_and_cancel_work_on_an_async_connection(dsn: str) -> None:
     assert row["cancelled_by"] == "alice" and "cancelled by alice" in row["message"]
 
 
+@pytest.mark.matrix
 def test_cancel_of_a_pending_and_of_a_running_run_ends_both_cancelled(
     dsn: str, tmp_path: Path
 ) -> None:
@@ -96,6 +99,7 @@ def test_cancel_of_a_pending_and_of_a_running_run_ends_both_cancelled(
     assert json.loads(out.stdout) == {"run_id": running, "status": "cancelled"}
 
 
+@pytest.mark.matrix
 def test_a_retry_chain_stops_at_a_cancelled_run(dsn: str, tmp_path: Path) -> None:
     app = "tests.apps.faults:retrying"
     synced(dsn, app)
@@ -184,6 +188,7 @@ def _cancelled_to_the_end(conn: psycopg.Connection[Any], dsn: str, run_id: int) 
     return not query(dsn, live, [run_id])
 
 
+@pytest.mark.matrix
 def test_background_runner_runs_ticks_inside_an_asyncio_app_and_stops_with_it(
     dsn: str,
 ) -> None:

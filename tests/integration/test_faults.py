@@ -58,6 +58,7 @@ def nothing_running(dsn: str) -> bool:
 # --- leases ----------------------------------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_killed_runner_runs_are_failed_as_lost_by_another_runner(dsn: str, tmp_path: Path) -> None:
     profile = write_profile(tmp_path)  # heartbeat 0.5 s, lease_timeout 3 s
     with runners(dsn, tmp_path, count=2, apps=[FAULTS], profile=profile) as procs:
@@ -90,6 +91,7 @@ def test_killed_runner_runs_are_failed_as_lost_by_another_runner(dsn: str, tmp_p
 # --- timeouts and retries ----------------------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_job_past_its_timeout_is_failed_and_its_slot_is_reused(dsn: str, tmp_path: Path) -> None:
     profile = write_profile(tmp_path)
     extra = ("--concurrency", "1")
@@ -110,6 +112,7 @@ def test_job_past_its_timeout_is_failed_and_its_slot_is_reused(dsn: str, tmp_pat
         assert procs[0].alive
 
 
+@pytest.mark.matrix
 def test_failing_job_with_max_attempts_3_leaves_three_linked_rows_with_growing_delays(
     dsn: str, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.runners import query, runners, wait_registered, wait_until, write_profile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]  # claims ahead on 16 and 17 too
 
 
 def test_prefetched_runs_start_as_slots_free_and_go_back_to_pending_on_shutdown(

@@ -453,7 +453,10 @@ def test_a_failure_in_between_successes_is_retried_not_fatal() -> None:
     assert not reasons and duty.steps == 2 and time.monotonic() - started < 5
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.matrix,  # the runner in-process on 16 and 17 too
+]
 
 
 # --- a schedule key removed and added again while its tick is held ahead ---------------------

@@ -36,6 +36,7 @@ def db_now(dsn: str) -> datetime:
     return query(dsn, "SELECT now() AS t")[0]["t"]
 
 
+@pytest.mark.matrix
 def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
     dsn: str, tmp_path: Path
 ) -> None:
@@ -195,6 +196,7 @@ def test_removing_and_re_adding_a_schedule_key_within_the_lookahead_keeps_every_
     print(f"\nre-added 10 times: {len(executed)} ticks, each once")
 
 
+@pytest.mark.matrix
 def test_a_bad_expression_inserted_by_sql_gets_an_error_and_never_fires(
     dsn: str, tmp_path: Path
 ) -> None:
@@ -323,6 +325,7 @@ def test_a_runtime_schedule_survives_sync_and_a_restart_and_deleting_it_stops_it
     assert history[0]["n"] >= 2, "the removed schedule's history stays"
 
 
+@pytest.mark.matrix
 def test_add_schedule_validates_and_previews_and_if_exists_decides(dsn: str) -> None:
     prepared(dsn)
     with psycopg.connect(dsn) as conn:
@@ -525,6 +528,7 @@ def test_upgrading_a_database_with_history_from_0_1_keeps_every_tick_once(
     )
 
 
+@pytest.mark.matrix
 def test_sync_owns_the_default_row_and_leaves_runtime_rows_alone(dsn: str, tmp_path: Path) -> None:
     prepared(dsn)
     with psycopg.connect(dsn) as conn:
@@ -563,6 +567,7 @@ def test_sync_owns_the_default_row_and_leaves_runtime_rows_alone(dsn: str, tmp_p
     assert set(again) == {"default", "zoned", "follows-job"}
 
 
+@pytest.mark.matrix
 def test_a_tick_claim_never_waits_for_a_job_row_someone_holds(dsn: str, tmp_path: Path) -> None:
     """Sync and `jobs pause` lock a job row, then its schedule rows; a tick claim holds
     schedule rows and only copies the tick to the job row when nobody holds it: the two never
@@ -599,6 +604,7 @@ def test_a_tick_claim_never_waits_for_a_job_row_someone_holds(dsn: str, tmp_path
         assert procs[0].terminate() == 0
 
 
+@pytest.mark.matrix
 def test_schedules_of_a_paused_job_leave_the_due_index(dsn: str) -> None:
     """A paused (or disabled, or orphaned) job's schedules are not in schedules_due_idx: the
     claim does not wade through them, however many there are and however overdue."""

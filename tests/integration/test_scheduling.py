@@ -13,7 +13,7 @@ import pytest
 
 from tests.runners import pgsched, query, runners, wait_registered, wait_until, write_profile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]  # claims and results on 16 and 17 too
 
 
 def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: Path) -> None:
@@ -145,4 +145,4 @@ scheduler:
         "SELECT status, message FROM pgsched.runs WHERE job_name = 'sleeps' "
         "AND trigger = 'schedule' AND status = 'skipped'",
     )
-    assert all(r["message"] == "previous run still running (overlap=skip)" for r in rows)
+    assert all(r["message"] == "previous run still running (overlap=skip)" for r in rows), rows
