@@ -10,6 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from pgsched.planning import plan_claim
 from pgsched.profile import Profile
 from pgsched.registry import build_registry
@@ -75,6 +77,7 @@ async def _nothing(store: Store) -> None:
     return None
 
 
+@pytest.mark.matrix
 def test_one_tick_claim_takes_every_job_with_due_ticks_behind_a_backlog(dsn: str) -> None:
     _with_store(dsn, _nothing)  # the jobs and their definitions
     _flood_schedules(dsn, FLOOD, "now() - interval '10 seconds'")
@@ -87,6 +90,7 @@ def test_one_tick_claim_takes_every_job_with_due_ticks_behind_a_backlog(dsn: str
     assert {name for name, _ in took} == OTHERS | {"flood"}, took
 
 
+@pytest.mark.matrix
 def test_one_tick_claim_ahead_takes_every_job_with_a_tick_in_the_lookahead(dsn: str) -> None:
     _with_store(dsn, _nothing)
     _flood_schedules(dsn, FLOOD, "now() + interval '20 seconds'")
@@ -99,6 +103,7 @@ def test_one_tick_claim_ahead_takes_every_job_with_a_tick_in_the_lookahead(dsn: 
     assert {name for name, _ in took} == OTHERS | {"flood"}, took
 
 
+@pytest.mark.matrix
 def test_with_one_free_slot_jobs_take_turns_claim_after_claim(dsn: str) -> None:
     """Fewer free slots than jobs with due ticks: each such job within that many claims."""
     _with_store(dsn, _nothing)
@@ -115,6 +120,7 @@ def test_with_one_free_slot_jobs_take_turns_claim_after_claim(dsn: str) -> None:
     assert sorted(served) == sorted(OTHERS | {"flood"}), served
 
 
+@pytest.mark.matrix
 def test_one_request_claim_takes_every_job_with_pending_requests(dsn: str) -> None:
     _with_store(dsn, _nothing)
     query(

@@ -22,6 +22,8 @@ import pytest
 
 from pgsched.queries import named_queries
 
+pytestmark = pytest.mark.matrix  # JIT and disable costs differ by version: every one
+
 Q = named_queries("pgsched")
 RUNNER = "plans:1:abc"
 CODE = "code-v1"
