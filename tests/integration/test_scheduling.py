@@ -128,6 +128,7 @@ scheduler:
   jobs:
     - job: sleeps
       schedule: "* * * * * *"
+      misfire: all
 """,
     )
     with runners(dsn, tmp_path, count=2, profile=profile) as procs:
