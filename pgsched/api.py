@@ -52,25 +52,36 @@ def _in_savepoint(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
     return conn.autocommit or not idle
 
 
-def _one(conn: Connection[Any], schema: str, name: str, params: dict[str, Any]) -> Any:
-    query = named_queries(schema)[name]
+def _one(
+    conn: Connection[Any], schema: str, name: str, params: dict[str, Any], first: str = ""
+) -> Any:
+    """The first row of query `name`, after query `first` (if any) in the same transaction."""
+    names = [n for n in (first, name) if n]
+    queries = named_queries(schema)
     if _in_savepoint(conn):
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
+            for n in names:
+                cur.execute(queries[n], params)
             return cur.fetchone()
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
+        for n in names:
+            cur.execute(queries[n], params)
         return cur.fetchone()
 
 
-async def _aone(conn: AsyncConnection[Any], schema: str, name: str, params: dict[str, Any]) -> Any:
-    query = named_queries(schema)[name]
+async def _aone(
+    conn: AsyncConnection[Any], schema: str, name: str, params: dict[str, Any], first: str = ""
+) -> Any:
+    names = [n for n in (first, name) if n]
+    queries = named_queries(schema)
     if _in_savepoint(conn):
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
+            for n in names:
+                await cur.execute(queries[n], params)
             return await cur.fetchone()
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
+        for n in names:
+            await cur.execute(queries[n], params)
         return await cur.fetchone()
 
 
@@ -145,7 +156,7 @@ def cancel_run(
     if isinstance(conn, AsyncConnection):
         return _acancel_run(conn, schema, values)
     try:
-        row = _one(conn, schema, "cancel_run", values)
+        row = _one(conn, schema, "cancel_run", values, first="lock_run")
         if row is not None:
             return "cancelled" if row["was"] == "pending" else "cancelling"
         return _final(_one(conn, schema, "run_status", values), run_id, schema)
@@ -155,7 +166,7 @@ def cancel_run(
 
 async def _acancel_run(conn: AsyncConnection[Any], schema: str, values: dict[str, Any]) -> str:
     try:
-        row = await _aone(conn, schema, "cancel_run", values)
+        row = await _aone(conn, schema, "cancel_run", values, first="lock_run")
         if row is not None:
             return "cancelled" if row["was"] == "pending" else "cancelling"
         return _final(await _aone(conn, schema, "run_status", values), values["id"], schema)

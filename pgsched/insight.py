@@ -399,10 +399,10 @@ class Insight(PooledSchema):
         a running one through its runner. Returns 'cancelled' or 'cancelling'; a run that
         already ended is refused."""
         by = f"dashboard:{actor}"
+        queries = named_queries(self.schema)
         async with self._transaction() as conn:
-            rows = await _run(
-                conn, named_queries(self.schema)["cancel_run"], {"id": run_id, "by": by}
-            )
+            await _run(conn, queries["lock_run"], {"id": run_id})  # see sql/queries.sql
+            rows = await _run(conn, queries["cancel_run"], {"id": run_id, "by": by})
             if not rows:
                 raise ActionRefused(f"run {run_id} has already ended: there is nothing to cancel")
             (job,) = await _run(conn, self.q["run_job"], {"id": run_id})

@@ -552,23 +552,31 @@ WHERE r.status = 'running'
   AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_timeout)s)
 RETURNING r.id
 
+-- name: lock_run
+-- Before cancel_run, in its transaction: wait for whoever writes the run now (a runner
+-- finishing it), so that cancel_run, a statement of its own, sees what that writer
+-- committed: a failure, and the retry the failure created.
+SELECT id FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
+
 -- name: cancel_run
 -- Cancel a run: a pending one at once; a running one is asked to stop (its runner, woken by
 -- the NOTIFY of migration 0006, tells the job and ends it `cancelled`; no retry follows it,
 -- whatever it ends as: migration 0009). A failed run whose retry is waiting or running: that
--- retry (a cancel that arrives just after the failure still ends the chain). Returns the
--- status the cancelled run had; no row when there was nothing left to cancel (or no such run).
+-- retry (a cancel that arrives just after the failure still ends the chain: lock_run first).
+-- Returns the status the cancelled run had; no row when there was nothing left to cancel
+-- (or no such run). The retry is found through the partial indexes of pending and running
+-- runs of the run's schedule, not by walking the runs after it.
 WITH asked AS (
-    SELECT id, job_name, status, attempt, coalesce(retry_of, id) AS chain
+    SELECT id, job_name, schedule_key, status, attempt, coalesce(retry_of, id) AS chain
     FROM {schema}.runs WHERE id = %(id)s
 ), target AS (
     SELECT id, status FROM {schema}.runs WHERE id = %(id)s FOR UPDATE
 ), retry AS (
     SELECT r.id, r.status
     FROM {schema}.runs r
-    JOIN asked a ON r.job_name = a.job_name AND r.id > a.id
-    WHERE a.status = 'failed' AND r.retry_of = a.chain AND r.attempt > a.attempt
-      AND r.status IN ('pending', 'running')
+    JOIN asked a ON r.job_name = a.job_name AND r.schedule_key = a.schedule_key
+    WHERE a.status = 'failed' AND (r.status = 'pending' OR r.status = 'running')
+      AND r.retry_of = a.chain AND r.attempt > a.attempt
     FOR UPDATE OF r
 ), t AS (
     SELECT id, status FROM target UNION ALL SELECT id, status FROM retry

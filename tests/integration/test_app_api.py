@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from functools import partial
@@ -112,6 +113,50 @@ def test_a_retry_chain_stops_at_a_cancelled_run(dsn: str, tmp_path: Path) -> Non
         wait_status(dsn, run_id, procs, timeout=15)
     rows = query(dsn, "SELECT status, trigger FROM pgsched.runs ORDER BY id")
     assert rows == [{"status": "cancelled", "trigger": "manual"}], rows
+
+
+@pytest.mark.matrix
+def test_a_cancel_waiting_on_a_failure_being_written_lands_on_the_retry_it_created(
+    dsn: str,
+) -> None:
+    """The failure's transaction (which creates the retry) holds the run while the cancel
+    arrives: the cancel waits for it, then cancels the retry that the failure created, in
+    the statement's own snapshot of after the commit. Deterministic: the failure commits only
+    once the cancel is seen waiting for its lock."""
+    query(dsn, "INSERT INTO pgsched.jobs (name, extension, max_attempts) VALUES ('c', 'x', 3)")
+    (run,) = query(
+        dsn,
+        "INSERT INTO pgsched.runs (job_name, status, started_at, runner, lease) "
+        "VALUES ('c', 'running', now(), 'r', gen_random_uuid()) RETURNING id",
+    )
+    answer: list[str] = []
+    with psycopg.connect(dsn) as failing:
+        failing.execute(
+            "UPDATE pgsched.runs SET status = 'failed', finished_at = now(), lease = NULL "
+            "WHERE id = %s",
+            [run["id"]],
+        )  # the retry trigger has inserted attempt 2, not committed yet
+
+        def cancel() -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                answer.append(pgsched.cancel_run(conn, run["id"], by="test"))
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        wait_until(
+            lambda: query(
+                dsn,
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()",
+            ),
+            30,
+            "the cancel to wait for the failure's lock",
+        )
+        failing.commit()
+        canceller.join(30)
+    assert answer == ["cancelled"], answer
+    rows = query(dsn, "SELECT attempt, status FROM pgsched.runs ORDER BY id")
+    assert rows == [{"attempt": 1, "status": "failed"}, {"attempt": 2, "status": "cancelled"}]
 
 
 def test_an_acknowledged_cancel_ends_the_retry_chain_even_when_the_run_fails_meanwhile(
