@@ -284,6 +284,10 @@ class Executor:
                 return False
             running.started = True
             running.started_mono = time.monotonic()
+            # The process lane times its own copy of the execution; an outcome written from
+            # this side (abort, shutdown) must still say the run started, and when.
+            if running.execution.started_mono is None:
+                running.execution.started_mono = running.started_mono
             return True
 
     def _take_back(self, running: Running) -> bool:

@@ -49,6 +49,13 @@ def exits(ctx: JobContext) -> None:
     os._exit(3)
 
 
+@ext.job("outlives-shutdown", isolation="process", description="ignores cancellation, sleeps")
+def outlives_shutdown(ctx: JobContext) -> str:
+    executed(ctx)
+    time.sleep(120)
+    return "slept"
+
+
 @ext.job(
     "stuck-in-c", isolation="process", timeout=1, description="a GIL-holding C call past timeout"
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,10 @@ def test_async_job_blocking_its_loop_for_three_leases_runs_once_and_succeeds(
     assert run["message"] == "blocked the loop for 9s and finished"
     assert len(executions(log, "blocks-loop")) == 1
     assert not query(dsn, "SELECT id FROM pgsched.runs WHERE message LIKE 'runner lost%%'")
-    assert query(dsn, "SELECT count(*) AS n FROM pgsched.runs")[0]["n"] == 2
+    everything = query(
+        dsn, "SELECT id, job_name, trigger, status, attempt, message FROM pgsched.runs"
+    )
+    assert len(everything) == 2, everything
     warnings = [e["event"] for e in events(output) if "event loop" in e["event"]]
     print("loop warnings:", warnings)
     assert any("'blocks-loop'" in w and "blocking the job event loop" in w for w in warnings)
@@ -117,6 +121,23 @@ def test_process_isolated_os_exit_fails_its_run_and_the_runner_keeps_serving(
     assert run["status"] == "failed" and "exited with code 3" in run["message"], run
     assert len(executions(log, "exits")) == 1  # max_attempts 1: no retry, no poison pill
     assert after["status"] == "succeeded" and alive
+
+
+def test_a_process_isolated_run_ended_by_the_shutdown_keeps_its_start(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Past the grace period the runner ends a run whose worker still works: it started,
+    so its row says when (a NULL started_at means "never started")."""
+    log = tmp_path / "executions.log"
+    profile = write_profile(tmp_path, grace=0.5)
+    with runners(dsn, tmp_path, apps=[APP], profile=profile) as procs:
+        wait_registered(dsn, 1, procs)
+        run_id = request(dsn, "outlives-shutdown", {"log": str(log)})
+        wait_until(lambda: executions(log, "outlives-shutdown"), 30, "the job to start", procs)
+        assert procs[0].terminate() == 0
+    run = query(dsn, "SELECT * FROM pgsched.runs WHERE id = %s", [run_id])[0]
+    assert run["status"] == "failed" and run["message"].startswith("shutdown"), run
+    assert run["started_at"] is not None and run["duration"] >= timedelta(0), run
 
 
 def test_process_isolated_job_stuck_in_c_is_killed_at_its_timeout(dsn: str, tmp_path: Path) -> None:
