@@ -355,12 +355,13 @@ WITH queues AS MATERIALIZED (
     -- first rows (one locked them, the others skip them). Without this the others came back
     -- empty and backed off (a drain by 2 runners went no faster than by 1). The walk in
     -- plain order fills it, past rows held elsewhere; with the room full it never runs.
+    -- Only jobs whose queue came back full can have more: the others' every claimable run
+    -- is in their queue already (a busy exclusive job's backlog is not walked twice).
     SELECT r.id, r.job_name, r.schedule_key, j.overlap = 'allow' AS overlap_allowed
     FROM {schema}.runs r
     JOIN {schema}.jobs j ON j.name = r.job_name
     WHERE r.status = 'pending' AND r.run_after <= now()
-      AND EXISTS (SELECT 1 FROM {schema}.definitions d
-                  WHERE d.code_version = %(code_version)s AND d.job_name = r.job_name)
+      AND r.job_name IN (SELECT q.name FROM queues q WHERE cardinality(q.ids) >= %(limit)s)
       AND (j.overlap = 'allow' OR NOT EXISTS (
               SELECT 1 FROM {schema}.runs x
               WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
