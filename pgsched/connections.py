@@ -9,6 +9,7 @@ can be explained in the server's words, or as a pool whose connections are all i
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -92,19 +93,29 @@ class ConnectionWatch:
     logged once when it starts, until a connection is had again. Called from job threads
     and the control loop alike (plain attribute writes)."""
 
-    def __init__(self, log: Any = None, needs: str = "") -> None:
+    def __init__(self, log: Any = None, needs: str = "", window: float = 60.0) -> None:
         self.log = log if log is not None else get_logger()
         self.needs = needs  # what this runner opens in all (see Runner.connections_needed)
-        self.problem: str | None = None
+        self.window = window  # a problem not seen again for this long is over (health's too)
+        self._problem: str | None = None
+        self._seen = 0.0  # monotonic time the problem was last seen
+
+    @property
+    def problem(self) -> str | None:
+        """The problem under way: seen within `window` seconds and not cured since. A
+        nightly job refused once does not leave the runner unready until the next night."""
+        if self._problem is not None and time.monotonic() - self._seen > self.window:
+            self._problem = None
+        return self._problem
 
     def failed(self, problem: str) -> None:
         if self.problem is None:
             self.log.error("cannot get a database connection", error=problem, needs=self.needs)
-        self.problem = problem
+        self._problem, self._seen = problem, time.monotonic()
 
     def ok(self) -> None:
-        if self.problem is not None:
-            self.problem = None
+        if self._problem is not None:
+            self._problem = None
             self.log.info("database connections available again")
 
 

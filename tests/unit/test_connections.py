@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pgsched.connections import Refusals, pool_timeout_reason, server_reason
+import time
+
+import pytest
+
+from pgsched.connections import ConnectionWatch, Refusals, pool_timeout_reason, server_reason
 from pgsched.store import setting_conflicts
 
 
@@ -44,3 +48,35 @@ def test_only_a_statement_timeout_shorter_than_pgscheds_longest_statement_confli
     [conflict] = setting_conflicts(_row(200, "200ms"))
     assert conflict.startswith("statement_timeout is 200ms for role app owner on database app")
     assert 'ALTER ROLE "app owner" SET statement_timeout = 0' in conflict
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def error(self, event: str, **kw: object) -> None:
+        self.events.append(event)
+
+    def info(self, event: str, **kw: object) -> None:
+        self.events.append(event)
+
+
+def test_a_connection_problem_is_logged_once_and_over_when_cured_or_not_seen_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    log = _Log()
+    watch = ConnectionWatch(log, window=60)
+    watch.failed("too many clients already")
+    watch.failed("too many clients already")
+    assert watch.problem == "too many clients already"
+    assert log.events == ["cannot get a database connection"]
+    now[0] += 59
+    assert watch.problem is not None  # still within the window
+    now[0] += 2
+    assert watch.problem is None  # not seen again for a window: over (a nightly job's refusal)
+    watch.failed("too many clients already")
+    watch.ok()
+    assert watch.problem is None
+    assert log.events[-1] == "database connections available again"
