@@ -52,8 +52,9 @@ BEGIN
     RAISE EXCEPTION '%: only pgsched''s sync writes code/profile schedules (role % may '
                     'write runtime schedules only)', what, current_user
         USING ERRCODE = 'insufficient_privilege',
-              HINT = format('change it in code or the profile, or stop the job with '
-                            '`pgsched jobs pause %s`', target.job_name);
+              HINT = format('change it in code or the profile, or have an operator pause '
+                            'the job (`pgsched jobs pause %s`, as the runner role or owner)',
+                            target.job_name);
 END $$;
 
 CREATE TRIGGER schedules_sync_owned_insert

@@ -252,7 +252,11 @@ LEFT JOIN LATERAL (SELECT true AS yes FROM {schema}.runs r
 -- unique key as before, which older runners' DO NOTHING still infers). While that cancel is
 -- still with the runner holding the run (`held`: it may yet start it, if the request came too
 -- late), the schedule does not move past the tick: it is claimed again once the run's end is
--- written, revived if it never started.
+-- written, revived if it never started. DO UPDATE locks the conflicting row even where its
+-- WHERE refuses it (DO NOTHING did not): a claim may so wait for a run row another
+-- transaction writes, while holding schedule rows; unclaim_ticks takes runs, then schedules,
+-- so the two could deadlock (40P01, rare: a tick given back at the instant it is claimed
+-- again); the claim then fails, is rolled back whole, and the next claim round retries it.
 WITH plans AS (
     SELECT * FROM json_to_recordset(%(jobs)s::json)
         AS a(name text, key text, next_run_at timestamptz, error text)
