@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,15 @@ def cmd_lag(args: Any) -> None:
         info = machine(dsn)
     lags = sorted(row[2] * 1000 for row in data if row[0] == "succeeded" and row[2] is not None)
     print(f"\n{STEADY}'s fire lag distribution, ms (every 5th percentile):")
-    print(
-        " ".join(f"{lags[min(len(lags) - 1, len(lags) * p // 100)]:.1f}" for p in range(0, 101, 5))
-    )
+    statuses = Counter(row[0] for row in data)
+    if not lags:
+        print(f"  none of its {args.seconds} ticks ran; their rows by status: {dict(statuses)}")
+    else:
+        print(
+            " ".join(
+                f"{lags[min(len(lags) - 1, len(lags) * p // 100)]:.1f}" for p in range(0, 101, 5)
+            )
+        )
     print(f"{FLOOD}'s ticks in the window by status: {dict(flood)}")
     report_fire_lag(
         "fairness_lag",
