@@ -6,6 +6,7 @@ Used by the runner and by `pgsched jobs run --inline`, so both record runs the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import math
@@ -341,20 +342,44 @@ class Execution:
             return await _guard(job.execute(self.ctx))
         loop = asyncio.get_running_loop()
         call: Callable[[], Any] = contextvars.copy_context().run  # type: ignore[assignment]
-        future = loop.run_in_executor(executor, self._start_in_thread, gate, call, job.execute)
-        future.add_done_callback(_consume)  # a thread that outlived its timeout may raise later
-        if deadline is not None and timeout is not None:  # job threads start at once (crew)
+        armed = None
+        if deadline is not None and timeout is not None:
+            # Armed now, in case no thread ever takes it (the gate then keeps it from
+            # starting late), and moved to the callable's real start by the thread: on a
+            # loaded machine a thread may start long after the hand-off.
             deadline.reschedule(loop.time() + timeout)
+
+            def armed(started: float) -> None:
+                loop.call_soon_threadsafe(_rearm, deadline, started + timeout)
+
+        future = loop.run_in_executor(
+            executor, self._start_in_thread, gate, call, job.execute, armed
+        )
+        future.add_done_callback(_consume)  # a thread that outlived its timeout may raise later
         # shield: on timeout the thread cannot be killed; it keeps running, told via ctx.
         return await asyncio.shield(future)
 
     def _start_in_thread(
-        self, gate: Callable[[], bool] | None, call: Callable[..., Any], func: Callable[..., Any]
+        self,
+        gate: Callable[[], bool] | None,
+        call: Callable[..., Any],
+        func: Callable[..., Any],
+        started: Callable[[float], None] | None = None,
     ) -> Any:
         if gate is not None and not gate():
             raise NotStarted
-        self.started_mono = time.monotonic()
+        self.started_mono = time.monotonic()  # asyncio's loop.time() is this clock too
+        if started is not None:
+            started(self.started_mono)
         return _guard_sync(call, func, self.ctx)
+
+
+def _rearm(deadline: asyncio.Timeout, when: float) -> None:
+    """Move a job's timeout to count from its callable's start, unless it fired already (or
+    the run is over: a quick job returns before this callback runs)."""
+    if not deadline.expired():
+        with contextlib.suppress(RuntimeError):  # "Cannot change state of exited Timeout"
+            deadline.reschedule(when)
 
 
 async def _guard(awaitable: Awaitable[Any]) -> Any:

@@ -50,14 +50,18 @@ def test_three_runner_processes_fire_each_tick_exactly_once(dsn: str, tmp_path: 
         expected = [ticks[0] + timedelta(seconds=step * i) for i in range(int(span) // step + 1)]
         assert ticks == expected, f"{job}: missing ticks {sorted(set(expected) - set(ticks))}"
         # Ticks that fell due while the runners were still starting were missed: the latest
-        # of them ran, the others are recorded skipped (misfire=once). After that, each runs.
+        # of them ran, the others are recorded skipped (misfire=once), or, on a loaded
+        # machine, skipped behind that catch-up run still running (overlap=skip). After
+        # that, each runs.
         mine = [r for r in rows if r["job_name"] == job]
         statuses = Counter(r["status"] for r in mine if r["scheduled_for"] > ready)
         assert set(statuses) == {"succeeded"}, statuses
         for r in mine:
             if r["status"] != "succeeded":
                 assert r["status"] == "skipped" and r["scheduled_for"] <= ready, r
-                assert "misfire=once" in r["message"], r
+                assert "misfire=once" in r["message"] or r["message"].startswith(
+                    "previous run still running (overlap=skip)"
+                ), r
     assert len({r["runner"] for r in rows}) >= 2, "work should spread over the runners"
     assert query(dsn, "SELECT count(*) AS n FROM pgsched.runners")[0]["n"] == 0
 
