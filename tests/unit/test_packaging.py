@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# source directory -> where its files land in the wheel (pyproject's package-dir)
-SHIPPED = {"pgsched": "pgsched", "sql": "pgsched/sql", "migrations": "pgsched/migrations"}
+# source directory -> where its files land in the wheel (the SQL and the migrations are
+# inside the package, so a checkout on PYTHONPATH loads them too)
+SHIPPED = {"pgsched": "pgsched"}
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 

@@ -1,15 +1,7 @@
--- pgsched schema, version 0001. `{schema}` is replaced by the quoted schema name.
--- Applied by migrations/versions/0001_initial.py; kept here whole so it can be read in one sitting.
--- Later revisions: 0002_vacuum.sql (autovacuum of runs and jobs without cost delay),
--- 0003_actions.sql (pgsched.actions, the ledger of operators' actions),
--- 0004_topology.sql (sync_lock, the table sync serialises on),
--- 0005_definitions.sql (definitions: the jobs each code version defines; runners.code_version),
--- 0006_cancel.sql (runs.cancel_requested_at and cancelled_by, the cancel NOTIFY),
--- 0007_schedules.sql (pgsched.schedules, runs.schedule_key; replaces retry_failed_run below),
--- 0008_fair_claims.sql (runs_pending_job_due_idx: each job's pending runs oldest first),
--- 0009_exactly_once.sql (no retry after a cancel request: replaces retry_failed_run again;
--- only sync writes code/profile schedules).
--- The functions and indexes below are those of 0001; a later revision may have replaced them.
+-- pgsched schema, version 0001 (migrations/versions/0001_initial.py), as it was released.
+-- `{schema}` is replaced by the quoted schema name. Later revisions changed it: read the
+-- current schema, whole, in schema.sql (tests/integration/test_schema.py proves that these
+-- migrations, applied from an empty database, produce exactly that).
 
 CREATE TABLE {schema}.jobs (
     name            text PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""Initial schema: jobs, runs, runners, indexes and NOTIFY triggers (sql/schema.sql).
+"""Initial schema: jobs, runs, runners, indexes and NOTIFY triggers (sql/0001_initial.sql).
 
 Revision ID: 0001
 Revises:
@@ -16,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(render_sql("schema.sql"))
+    op.execute(render_sql("0001_initial.sql"))
 
 
 def downgrade() -> None:
