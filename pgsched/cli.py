@@ -32,7 +32,7 @@ from .profile import Profile, profile_from_env
 from .registry import Registry, build_registry, discover
 from .render import format_time, print_job, print_table, render_run
 from .schedules import schedule_state
-from .states import FINAL_STATUSES, RUN_STATUSES
+from .states import FINAL_STATUSES, RUN_STATUSES, job_state
 from .store import Store, check_reachable
 from .topology import Topology, resolve_topology
 
@@ -423,7 +423,7 @@ def jobs_list(ctx: click.Context, as_json: bool, wide: bool) -> None:
             ("last_status", "LAST"),
         ],
         derive={
-            "state": _job_state,
+            "state": job_state,  # the dashboard's word too
             "schedules": _schedule_count,
             "next_run_at": lambda r: _next_run({**r, "next_run_at": r["next_tick"]}, zone),
         },
@@ -446,14 +446,6 @@ def _schedule_count(row: dict[str, Any]) -> str:
     errors = row.get("schedule_errors") or 0
     count = str(row.get("schedules") or 0)
     return f"{count} ({errors} error{'s' if errors != 1 else ''})" if errors else count
-
-
-def _job_state(row: dict[str, Any]) -> str:
-    if row.get("orphaned"):
-        return "orphaned"
-    if not row.get("enabled"):
-        return "disabled"
-    return "paused" if row.get("paused") else "enabled"
 
 
 @jobs.command("show")

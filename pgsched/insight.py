@@ -22,16 +22,15 @@ from .cron import parse_schedule
 from .errors import ConfigError, CronError, UnknownJobError
 from .queries import DEFAULT_SCHEMA, named_queries
 from .schedules import schedule_state
+from .settings import SYNCED_SETTINGS
+from .states import JobState, job_state, schedule_problem
 from .store import PooledSchema
 
 Row = dict[str, Any]
-JobState = Literal["enabled", "paused", "disabled", "orphaned", "invalid"]
 Action = Literal["run", "pause", "resume", "cancel", "retry"]
 
 LATE_AFTER = 1.0
 """Seconds after its tick a run may start and still count as on time."""
-
-JOB_STATES: tuple[JobState, ...] = ("enabled", "paused", "disabled", "orphaned", "invalid")
 
 SCHEDULE_ERRORS_COUNTED = 1000
 """The overview counts schedules that cannot fire up to this many ("1000 or more")."""
@@ -39,29 +38,6 @@ SCHEDULE_ERRORS_COUNTED = 1000
 
 class ActionRefused(ConfigError):
     """An operator's action that the state of the run or job does not allow."""
-
-
-@functools.lru_cache(maxsize=4096)
-def schedule_problem(expression: str | None, timezone: str) -> str | None:
-    """Why a job's schedule cannot fire (NULL schedule: manual only, not a problem)."""
-    if expression is None:
-        return None
-    try:
-        parse_schedule(expression, timezone)
-    except CronError as exc:
-        return str(exc)
-    return None
-
-
-def job_state(row: Row) -> JobState:
-    """One word for what the scheduler will do with a job; orphaned wins over everything."""
-    if row.get("orphaned"):
-        return "orphaned"
-    if schedule_problem(row.get("schedule"), row.get("timezone") or "UTC"):
-        return "invalid"
-    if not row.get("enabled"):
-        return "disabled"
-    return "paused" if row.get("paused") else "enabled"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -438,27 +414,13 @@ async def _run(conn: AsyncConnection[Any], query: str, params: dict[str, Any] | 
     return await cur.fetchall() if cur.description else []
 
 
-SETTINGS = (
-    "schedule",
-    "timezone",
-    "enabled",
-    "timeout",
-    "max_attempts",
-    "retry_backoff",
-    "overlap",
-    "misfire",
-    "misfire_grace",
-    "misfire_cap",
-    "tags",
-)
-
-
 def settings_with_sources(job: Row) -> list[Row]:
     """Each setting with where its value came from: `profile.yaml:LINE` from the job's
     `overrides`, else "code" (the definition at the job's `origin`)."""
     overrides: dict[str, str] = job.get("overrides") or {}
     return [
-        {"setting": s, "value": job.get(s), "source": overrides.get(s, "code")} for s in SETTINGS
+        {"setting": s, "value": job.get(s), "source": overrides.get(s, "code")}
+        for s in SYNCED_SETTINGS
     ]
 
 

@@ -24,6 +24,7 @@ from pgsched.settings import (
     SETTING_NAMES,
     RunnerSettings,
     check_setting,
+    merge_runner_settings,
     parse_duration,
     suggest,
 )
@@ -379,38 +380,16 @@ def _read_jobs(r: _Reader, node: Node, timezone: str) -> tuple[JobOverride, ...]
 
 
 def _read_runner(r: _Reader, node: Node) -> RunnerSettings:
+    """The settings' own rules (pgsched.settings) decide; the profile adds file and line."""
     fields = r.mapping(node, "runner", _RUNNER_KEYS)
-    values: dict[str, object] = {}
-    for name, value_node in fields.items():
-        entry = f"runner.{name}"
-        if name in ("concurrency", "max_held_results", "max_tasks_per_child"):
-            values[name] = int(r.number(value_node, entry, integer=True, minimum=1))
-        elif name == "prefetch":
-            values[name] = int(r.number(value_node, entry, integer=True, minimum=0))
-        elif name == "listen":
-            values[name] = r.boolean(value_node, entry)
-        elif name == "metrics_port":
-            port = int(r.number(value_node, entry, integer=True, minimum=0))
-            if port > 65535:
-                raise r.error(value_node, entry, f"port {port} is out of range", "use 1-65535")
-            values[name] = port
-        elif name == "metrics_bind":
-            values[name] = r.string(value_node, entry)
-        elif name == "lookahead":
-            values[name] = r.duration(value_node, entry, zero_ok=True)
-        else:
-            values[name] = r.duration(value_node, entry)
-    options = dataclasses.replace(RunnerSettings(), **values)  # type: ignore[arg-type]
-    if options.lease_timeout <= options.heartbeat_interval:
-        culprit = fields.get("lease_timeout") or fields.get("heartbeat_interval") or node
-        raise r.error(
-            culprit,
-            "runner.lease_timeout",
-            f"lease_timeout ({options.lease_timeout:g}s) must be longer than "
-            f"heartbeat_interval ({options.heartbeat_interval:g}s)",
-            "otherwise live runners would be declared dead; use several heartbeats",
+    values = {name: r.scalar(value, f"runner.{name}") for name, value in fields.items()}
+    origins = {name: f"{r.at(value)}: runner" for name, value in fields.items()}
+    try:
+        return merge_runner_settings(
+            RunnerSettings(), values, where=f"{r.at(node)}: runner", origins=origins
         )
-    return options
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def _read_retention(r: _Reader, node: Node) -> RetentionOptions:

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-# Settings of a job that are durations (seconds in the database), shown with units.
-DURATION_FIELDS = frozenset({"timeout", "retry_backoff", "misfire_grace"})
+from .settings import DURATION_SETTINGS
+
 CUT_HINT = "(cells ending in … were cut: --wide shows them whole, --json shows everything)"
 
 
@@ -107,7 +107,7 @@ def print_job(job: Mapping[str, Any], zone: tzinfo = UTC) -> None:
     shown = {k: v for k, v in job.items() if k != "overrides"}
     width = max(len(k) for k in shown)
     for key, value in shown.items():
-        if key in DURATION_FIELDS and isinstance(value, int | float):
+        if key in DURATION_SETTINGS and isinstance(value, int | float):
             text = format_duration(float(value))
         elif key == "next_run_at" and isinstance(value, datetime):
             text = format_time(value, job_zone)

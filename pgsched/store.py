@@ -35,6 +35,7 @@ from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
 from .schedules import Schedule, first_tick, resolve
+from .settings import SYNCED_SETTINGS
 from .states import OutcomeStatus, Trigger
 from .topology import Topology
 
@@ -872,26 +873,14 @@ def finish_params(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
 
 
 def _definition_row(d: JobDefinition) -> Row:
-    """A definition as `synced_jobs` reads it back, so an unchanged one compares equal."""
-    s = d.settings
-    return {
-        "name": d.name,
-        "extension": d.extension,
-        "description": d.job.description or "",
-        "schedule": s.schedule,
-        "timezone": d.timezone,
-        "enabled": s.enabled,
-        "timeout": s.timeout,
-        "max_attempts": s.max_attempts,
-        "retry_backoff": s.retry_backoff,
-        "overlap": s.overlap,
-        "misfire": s.misfire,
-        "misfire_grace": s.misfire_grace,
-        "misfire_cap": s.misfire_cap,
-        "tags": list(s.tags),
-        "overrides": dict(d.overrides),
-        "origin": d.origin,
-    }
+    """A definition as `synced_jobs` reads it back, so an unchanged one compares equal: every
+    synced setting (pgsched.settings), the zone resolved with the profile's default."""
+    row: Row = {"name": d.name, "extension": d.extension, "description": d.job.description or ""}
+    for name in SYNCED_SETTINGS:
+        value = getattr(d.settings, name)
+        row[name] = list(value) if isinstance(value, tuple) else value
+    row.update(timezone=d.timezone, overrides=dict(d.overrides), origin=d.origin)
+    return row
 
 
 def _changed_definitions(

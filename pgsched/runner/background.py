@@ -24,7 +24,7 @@ from ..isolation import WorkerSpec
 from ..job import Extension
 from ..profile import Profile, load_profile
 from ..registry import Registry, _as_extensions, build_registry, import_extension
-from ..settings import RunnerSettings
+from ..settings import RunnerSettings, merge_runner_settings
 from ..store import Store
 from ..topology import resolve_topology
 from .supervisor import ControlThread, Runner
@@ -117,10 +117,4 @@ def _registry(app: Any, profile: Profile) -> tuple[Registry, list[str] | None]:
 
 
 def _settings(base: RunnerSettings, overrides: dict[str, Any]) -> RunnerSettings:
-    known = {f.name for f in dataclasses.fields(RunnerSettings)}
-    if unknown := sorted(set(overrides) - known):
-        raise ConfigError(
-            f"background_runner: unknown runner setting(s) {', '.join(unknown)}; known: "
-            f"{', '.join(sorted(known))}"
-        )
-    return dataclasses.replace(base, **overrides)
+    return merge_runner_settings(base, overrides, where="background_runner")

@@ -196,7 +196,7 @@ SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.
        j.orphaned, extract(epoch FROM j.timeout)::float8 AS timeout, j.max_attempts,
        extract(epoch FROM j.retry_backoff)::float8 AS retry_backoff, j.overlap, j.misfire,
        extract(epoch FROM j.misfire_grace)::float8 AS misfire_grace, j.misfire_cap, j.tags,
-       j.overrides, j.origin, j.next_run_at, j.created_at, j.updated_at, j.synced_at,
+       j.isolation, j.overrides, j.origin, j.next_run_at, j.created_at, j.updated_at, j.synced_at,
        now() AS db_now
 FROM {schema}.jobs j WHERE j.name = %(name)s
 

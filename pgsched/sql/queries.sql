@@ -644,7 +644,7 @@ SELECT name, extension, description, schedule, timezone, enabled,
        extract(epoch FROM timeout)::float8 AS timeout, max_attempts,
        extract(epoch FROM retry_backoff)::float8 AS retry_backoff, overlap, misfire,
        extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap,
-       to_jsonb(tags) AS tags, overrides, origin, next_run_at, orphaned
+       to_jsonb(tags) AS tags, isolation, overrides, origin, next_run_at, orphaned
 FROM {schema}.jobs
 
 -- name: db_now
@@ -657,35 +657,36 @@ SELECT now() AS db_now
 -- wrote the row.
 INSERT INTO {schema}.jobs AS j (name, extension, description, schedule, timezone, enabled,
                                timeout, max_attempts, retry_backoff, overlap, misfire,
-                               misfire_grace, misfire_cap, tags, overrides, origin, next_run_at,
-                               orphaned, synced_at, defined_by)
+                               misfire_grace, misfire_cap, tags, isolation, overrides, origin,
+                               next_run_at, orphaned, synced_at, defined_by)
 SELECT d.name, d.extension, d.description, d.schedule, d.timezone, d.enabled,
        make_interval(secs => d.timeout), d.max_attempts, make_interval(secs => d.retry_backoff),
        d.overlap, d.misfire, make_interval(secs => d.misfire_grace), d.misfire_cap,
-       d.tags, d.overrides, d.origin, d.next_run_at,
+       d.tags, d.isolation, d.overrides, d.origin, d.next_run_at,
        false, now(), %(code_version)s
 FROM json_to_recordset(%(jobs)s::json)
      AS d(name text, extension text, description text, schedule text, timezone text,
           enabled boolean, timeout float8, max_attempts int, retry_backoff float8, overlap text,
-          misfire text, misfire_grace float8, misfire_cap int, tags text[], overrides jsonb,
-          origin text, next_run_at timestamptz)
+          misfire text, misfire_grace float8, misfire_cap int, tags text[], isolation text,
+          overrides jsonb, origin text, next_run_at timestamptz)
 ON CONFLICT (name) DO UPDATE SET
     extension = EXCLUDED.extension, description = EXCLUDED.description,
     schedule = EXCLUDED.schedule, timezone = EXCLUDED.timezone, enabled = EXCLUDED.enabled,
     timeout = EXCLUDED.timeout, max_attempts = EXCLUDED.max_attempts,
     retry_backoff = EXCLUDED.retry_backoff, overlap = EXCLUDED.overlap,
     misfire = EXCLUDED.misfire, misfire_grace = EXCLUDED.misfire_grace,
-    misfire_cap = EXCLUDED.misfire_cap, tags = EXCLUDED.tags, overrides = EXCLUDED.overrides,
+    misfire_cap = EXCLUDED.misfire_cap, tags = EXCLUDED.tags, isolation = EXCLUDED.isolation,
+    overrides = EXCLUDED.overrides,
     origin = EXCLUDED.origin, orphaned = false, synced_at = now(),
     defined_by = EXCLUDED.defined_by,
     next_run_at = CASE WHEN EXCLUDED.next_run_at IS NOT NULL OR EXCLUDED.schedule IS NULL
                        THEN EXCLUDED.next_run_at ELSE j.next_run_at END,
     updated_at = CASE WHEN (j.schedule, j.timezone, j.enabled, j.timeout, j.max_attempts,
-                            j.overlap, j.misfire, j.overrides)
+                            j.overlap, j.misfire, j.isolation, j.overrides)
                            IS DISTINCT FROM
                            (EXCLUDED.schedule, EXCLUDED.timezone, EXCLUDED.enabled,
                             EXCLUDED.timeout, EXCLUDED.max_attempts, EXCLUDED.overlap,
-                            EXCLUDED.misfire, EXCLUDED.overrides)
+                            EXCLUDED.misfire, EXCLUDED.isolation, EXCLUDED.overrides)
                       THEN now() ELSE j.updated_at END
 
 -- name: has_definitions
@@ -766,8 +767,8 @@ ORDER BY j.name
 SELECT name, extension, description, schedule, timezone, enabled, paused, orphaned,
        extract(epoch FROM timeout)::float8 AS timeout, max_attempts,
        extract(epoch FROM retry_backoff)::float8 AS retry_backoff, overlap, misfire,
-       extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap, tags, overrides,
-       origin, next_run_at, created_at, updated_at, synced_at, defined_by
+       extract(epoch FROM misfire_grace)::float8 AS misfire_grace, misfire_cap, tags, isolation,
+       overrides, origin, next_run_at, created_at, updated_at, synced_at, defined_by
 FROM {schema}.jobs WHERE name = %(name)s
 
 -- name: set_paused

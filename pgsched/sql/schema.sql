@@ -1,4 +1,4 @@
--- pgsched's schema as it is now (revision 0009), whole, to be read in one sitting.
+-- pgsched's schema as it is now (revision 0010), whole, to be read in one sitting.
 -- `{schema}` is the quoted schema name, `{channel}` the quoted NOTIFY channel.
 --
 -- Nothing applies this file: `pgsched migrate` builds the schema from the revisions
@@ -33,7 +33,9 @@ CREATE TABLE {schema}.jobs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     synced_at       timestamptz NOT NULL DEFAULT now(),
-    defined_by      text                             -- code version whose sync wrote it (0005)
+    defined_by      text,                            -- code version whose sync wrote it (0005)
+    isolation       text NOT NULL DEFAULT 'thread'   -- 'process': a killable worker (0010)
+                    CHECK (isolation IN ('thread', 'process'))
 );
 
 -- Hot, update-heavy: vacuumed early and without cost delay (bench/bloat.py), so SKIP LOCKED

@@ -31,8 +31,9 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import PgschedError, UnknownJobError
-from ..insight import JOB_STATES, ActionRefused, Insight
+from ..insight import ActionRefused, Insight
 from ..queries import DEFAULT_SCHEMA
+from ..states import JOB_STATES
 from .metrics import CONTENT_TYPE, render_metrics
 from .security import (
     Credentials,

@@ -40,7 +40,7 @@ def test_hot_tables_are_vacuumed_without_cost_delay_and_the_downgrade_resets_it(
     assert not any("autovacuum_vacuum_cost_delay=0" in r["reloptions"] for r in rows)
     assert "fillfactor=90" in rows[1]["reloptions"]
     again = pgsched("migrate", dsn=empty_dsn)
-    assert again.returncode == 0 and current_revision(empty_dsn) == head_revision() == "0009"
+    assert again.returncode == 0 and current_revision(empty_dsn) == head_revision() == "0010"
 
 
 def test_profile_overrides_reach_the_database_and_pause_survives_resync(

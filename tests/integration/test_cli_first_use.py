@@ -38,10 +38,25 @@ def test_jobs_show_reads_as_settings_not_python_reprs(dsn: str, tmp_path: Path) 
     assert lines["enabled"] == "yes" and lines["paused"] == "no"
     assert lines["timeout"] == "1h30m" and lines["misfire_grace"] == "1m"
     assert lines["retry_backoff"] == "5s"
+    assert lines["isolation"] == "thread"
     assert "02:30:00 CE" in lines["next_run_at"]  # the job's own zone, labelled (CET/CEST)
     assert "True" not in out and "{" not in out
     # an override names the profile entry it came from
     assert f"schedule ← {profile}:3" in out and f"timeout ← {profile}:3" in out
+
+
+def test_isolation_is_synced_and_shown_like_every_setting(dsn: str) -> None:
+    """Until 0.3 sync left `isolation` out: nothing outside the code said a job ran in a
+    killable worker process."""
+    app = ("--app", "tests.apps.isolated:ext")
+    assert pgsched(*app, "sync", dsn=dsn).returncode == 0
+    out = pgsched(*app, "jobs", "show", "iso-echo", dsn=dsn).stdout
+    assert "\nisolation " in out and out.split("\nisolation ")[1].split()[0] == "process"
+    shown = json.loads(pgsched(*app, "jobs", "show", "iso-echo", "--json", dsn=dsn).stdout)
+    assert shown["job"]["isolation"] == "process", shown
+    rows = query(dsn, "SELECT name, isolation FROM pgsched.jobs ORDER BY name")
+    assert {r["name"]: r["isolation"] for r in rows}["iso-echo"] == "process"
+    assert {r["isolation"] for r in rows if r["name"].startswith("pgsched")} == {"thread"}
 
 
 def test_jobs_list_shows_the_next_run_in_the_jobs_zone_with_its_label(

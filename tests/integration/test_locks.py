@@ -154,5 +154,5 @@ def test_a_wait_reported_then_granted_goes_on_in_the_same_transaction(
     if command == ("sync",):
         assert "synced" in text
     assert query(dsn, "SELECT version_num FROM pgsched.alembic_version") == [
-        {"version_num": "0009"}
+        {"version_num": "0010"}
     ]

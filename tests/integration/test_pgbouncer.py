@@ -208,7 +208,7 @@ def test_four_migrates_at_once_through_pgbouncer_then_a_direct_one(
         assert out.returncode == 0, out.stderr
     outcomes = sorted(out.stdout.strip() for out in results)
     print("\n" + "\n".join(outcomes))
-    assert sum("migrated: empty -> 0009" in o for o in outcomes) == 1, outcomes
+    assert sum("migrated: empty -> 0010" in o for o in outcomes) == 1, outcomes
     assert sum("up to date" in o for o in outcomes) == 3, outcomes
     # No lock outlived its transaction on any server connection.
     assert not query(empty_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
@@ -216,7 +216,7 @@ def test_four_migrates_at_once_through_pgbouncer_then_a_direct_one(
     assert direct.returncode == 0 and "up to date" in direct.stdout, direct.stderr
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT version_num FROM pgsched.alembic_version").fetchall() == [
-            ("0009",)
+            ("0010",)
         ]
 
 

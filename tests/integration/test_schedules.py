@@ -523,7 +523,7 @@ def test_upgrading_a_database_with_history_from_0_1_keeps_every_tick_once(
     assert ticks[0] == job["next_run_at"], "the first tick after the upgrade is 0.1's next"
     assert ticks == [ticks[0] + timedelta(seconds=2 * i) for i in range(len(ticks))]
     print(
-        f"0.1 -> 0009 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
+        f"0.1 -> 0010 with {before['runs']} runs of history: upgrade took {took:.2f}s; "
         f"next tick kept ({job['next_run_at']:%H:%M:%S}), {len(ticks)} ticks after it, once each"
     )
 

@@ -191,10 +191,22 @@ def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path: Path) -> None
         ("extensions:\n  - not an import path\n", ":2: extensions[0]: 'not an import path'"),
         ("database:\n  url: [x]\n", ":2: database.url: expected a single value, got a list"),
         ("database:\n  schema: 'drop table'\n", ":2: database.schema:"),
-        ("runner:\n  concurrency: 0\n", ":2: runner.concurrency: expected a whole number >= 1"),
-        ("runner:\n  poll_interval: soon\n", ":2: runner.poll_interval: invalid value 'soon'"),
-        ("runner:\n  lease_timeout: 1\n", ":2: runner.lease_timeout: lease_timeout (1s) must"),
-        ("runner:\n  job_pool_timeout: 0\n", ":2: runner.job_pool_timeout: invalid value 0"),
+        (
+            "runner:\n  concurrency: 0\n",
+            ":2: runner: setting 'concurrency': invalid value 0, expected a whole",
+        ),
+        (
+            "runner:\n  poll_interval: soon\n",
+            ":2: runner: setting 'poll_interval': invalid",
+        ),
+        (
+            "runner:\n  lease_timeout: 1\n",
+            ":2: runner: setting 'lease_timeout': lease_timeout",
+        ),
+        (
+            "runner:\n  job_pool_timeout: 0\n",
+            ":2: runner: setting 'job_pool_timeout': invalid",
+        ),
         ("retention:\n  keep_days: -1\n", ":2: retention.keep_days: expected a number >= 0"),
         ("retention:\n  prune_schedule: nope\n", ":2: retention.prune_schedule: "),
         ("scheduler:\n  jobs:\n    - job: 3\n", ":3: scheduler.jobs[0].job: expected text"),
@@ -278,4 +290,7 @@ def test_runner_metrics_port_and_bind(tmp_path: Path) -> None:
     assert (runner.metrics_port, runner.metrics_bind) == (9464, "0.0.0.0")
     assert load_profile(None).runner.metrics_port is None
     message = error(tmp_path, "runner:\n  metrics_port: 70000\n")
-    assert message.startswith(":2: runner.metrics_port: port 70000 is out of range")
+    assert message.startswith(
+        ":2: runner: setting 'metrics_port': invalid value 70000, expected a whole number >= 0 "
+        "and <= 65535"
+    )

@@ -1,11 +1,25 @@
-"""Job settings: one validation path for code definitions and profile overrides."""
+"""Job and runner settings: one validation path for code, profile, CLI and
+`background_runner`."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 import pytest
 
+from pgsched import Extension, background_runner
 from pgsched.errors import ConfigError, CronError
-from pgsched.settings import SETTING_NAMES, JobSettings, check_setting, merge_settings
+from pgsched.settings import (
+    DURATION_SETTINGS,
+    SETTING_NAMES,
+    SYNCED_SETTINGS,
+    JobSettings,
+    RunnerSettings,
+    check_setting,
+    merge_runner_settings,
+    merge_settings,
+)
 
 WHERE = "job 'x'"
 
@@ -149,3 +163,72 @@ def test_merge_settings_checks_the_schedule_in_the_overridden_timezone() -> None
         merge_settings(
             JobSettings(), {"timezone": "Nowhere/Land", "schedule": "@daily"}, where=WHERE
         )
+
+
+# Runner settings: the same rules whichever entry point fills them.
+
+BAD_RUNNER = [
+    ({"concurrency": 0}, "setting 'concurrency': invalid value 0, expected a whole number >= 1"),
+    ({"poll_interval": "soon"}, "setting 'poll_interval': invalid value 'soon'"),
+    ({"poll_interval": 0}, "setting 'poll_interval': invalid value 0"),
+    ({"lease_timeout": 1, "heartbeat_interval": 5}, "lease_timeout (1s) must be longer than"),
+    ({"metrics_port": 70000}, "setting 'metrics_port': invalid value 70000"),
+    ({"prefetch": -1}, "setting 'prefetch': invalid value -1"),
+    ({"listen": "yes"}, "setting 'listen': invalid value 'yes', expected true or false"),
+    ({"concurency": 3}, "unknown runner setting 'concurency'; did you mean 'concurrency'?"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_RUNNER)
+def test_merge_runner_settings_refuses_naming_where_and_the_setting(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        merge_runner_settings(RunnerSettings(), overrides, where="here")
+    assert str(caught.value).startswith("here: ") and message in str(caught.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [b for b in BAD_RUNNER if "unknown" not in b[1]])
+def test_no_runner_settings_object_can_hold_a_bad_value(
+    overrides: dict[str, object], message: str
+) -> None:
+    """Constructed directly or by dataclasses.replace (the CLI's way), the rules still hold."""
+    with pytest.raises(ConfigError, match=r"^runner settings: ") as caught:
+        dataclasses.replace(RunnerSettings(), **overrides)
+    assert message in str(caught.value)
+
+
+def test_runner_durations_are_normalised_to_seconds() -> None:
+    merged = merge_runner_settings(
+        RunnerSettings(),
+        {"poll_interval": "1m", "lookahead": 0, "grace_period": "1h30m"},
+        where="x",
+    )
+    assert (merged.poll_interval, merged.lookahead, merged.grace_period) == (60.0, 0.0, 5400.0)
+    assert RunnerSettings(job_pool_timeout="500ms").job_pool_timeout == 0.5  # type: ignore[arg-type]
+
+
+def test_background_runner_refuses_bad_settings_before_connecting() -> None:
+    """The ZeroDivisionError of issue 19: accepted, then the claim loop divided by zero."""
+    ext = Extension("settings-test")
+
+    async def start() -> None:
+        async with background_runner(
+            "postgresql://nobody@127.0.0.1:1/none",  # never reached
+            app=ext,
+            concurrency=0,
+            lease_timeout=1,
+            heartbeat_interval=5,
+            poll_interval="5s",
+        ):
+            raise AssertionError("started")
+
+    with pytest.raises(ConfigError, match=r"^background_runner: setting 'concurrency'"):
+        asyncio.run(start())
+
+
+def test_synced_settings_are_every_job_setting_in_declaration_order() -> None:
+    """What sync writes and `jobs show` lists comes from the dataclass: a new setting cannot
+    be forgotten by one of them (isolation was, until 0.3)."""
+    assert tuple(f.name for f in dataclasses.fields(JobSettings)) == SYNCED_SETTINGS
+    assert {"timeout", "retry_backoff", "misfire_grace"} == DURATION_SETTINGS
