@@ -25,8 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import CroniterError, croniter
-
 from pgsched.errors import CronError
 
 if TYPE_CHECKING:  # imported where a schedule is parsed: a CLI call that parses none skips it
@@ -315,6 +313,8 @@ class _Compiled:
 
     def wall_next(self, wall: datetime) -> datetime:
         """First matching naive wall time strictly after `wall` (whole seconds)."""
+        from croniter import CroniterError  # loaded already: this schedule was parsed
+
         start = wall.replace(microsecond=0)  # exact in croniter's float timestamps
         try:
             with self.lock:  # croniter keeps its cursor in the instance
