@@ -140,7 +140,10 @@ def wait_until(
     timeout: float = 30,
     what: str = "condition",
     procs: Sequence[RunnerProcess] = (),
+    state: Callable[[], object] | None = None,
 ) -> Any:
+    """`check()` until truthy; a timeout says what was awaited, the runners' logs and, when
+    given, `state()` (e.g. the rows that should have changed)."""
     end = time.monotonic() + timeout * PATIENCE
     while time.monotonic() < end:
         value = check()
@@ -148,7 +151,10 @@ def wait_until(
             return value
         time.sleep(0.1)
     logs = "\n".join(f"--- {p.log_path.name}\n{p.output()[-3000:]}" for p in procs)
-    raise AssertionError(f"timed out after {timeout * PATIENCE:g}s waiting for {what}\n{logs}")
+    seen = f"\nstate: {state()}" if state is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout * PATIENCE:g}s waiting for {what}{seen}\n{logs}"
+    )
 
 
 def wait_registered(

@@ -54,8 +54,10 @@ def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
         wait_until(
             lambda: db_now(dsn) > began + timedelta(seconds=7), 20, "7 seconds of ticks", procs
         )
+        # read before the DELETE: its transaction's now(), which decides what it cancels, is
+        # later (on a loaded machine, by a second or more)
+        deleting = db_now(dsn)
         query(dsn, "DELETE FROM pgsched.schedules WHERE job_name = 'tenant-report'")
-        stopped = db_now(dsn)
         wait_until(
             lambda: (
                 not query(dsn, "SELECT 1 FROM pgsched.runs WHERE status IN ('pending', 'running')")
@@ -80,10 +82,16 @@ def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
     assert per_key and max(per_key.values()) == 1, "a (schedule, tick) executed twice"
     assert {r["pid"] for r in executed} <= {p.proc.pid for p in procs}
     by_key: dict[str, list[datetime]] = {}
-    late = [r for r in runs if r["scheduled_for"] > stopped]
+    late = [r for r in runs if r["scheduled_for"] > deleting]
     # a tick claimed ahead of its time when the row was deleted is cancelled before it starts
-    assert all(r["status"] == "cancelled" for r in late), late
-    runs = [r for r in runs if r["scheduled_for"] <= stopped]
+    # and never executes; one that had started runs to its end
+    assert all(r["status"] in ("cancelled", "succeeded") for r in late), late
+    cancelled = {
+        (r["schedule_key"], r["scheduled_for"]) for r in late if r["status"] == "cancelled"
+    }
+    assert not cancelled & set(per_key), "a tick cancelled before it started executed"
+    finished_late = sum(r["status"] == "succeeded" for r in late)
+    runs = [r for r in runs if r["scheduled_for"] <= deleting]
     for r in runs:
         assert r["trigger"] == "schedule" and r["status"] == "succeeded", r
         assert r["params"] == {"tenant": int(r["schedule_key"].split("-")[1])}, r
@@ -97,7 +105,7 @@ def test_two_sql_schedules_of_one_job_fire_once_per_tick_each_with_its_params(
         assert ticks == expected, f"{key}: {ticks}"
         assert len(ticks) >= 6, f"{key}: only {len(ticks)} ticks in 7 s"
     assert by_key["tenant-1"] == by_key["tenant-2"], "both schedules fire at each second"
-    assert len(executed) == len(runs), "a deleted schedule fired"
+    assert len(executed) == len(runs) + finished_late, "a deleted schedule fired"
     print(
         f"two SQL schedules, two runners: {len(runs)} runs, "
         f"{len(by_key['tenant-1'])} ticks each, runners used: {len({r['pid'] for r in executed})}"

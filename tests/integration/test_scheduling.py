@@ -144,6 +144,12 @@ scheduler:
             20,
             "a skipped tick",
             procs,
+            state=lambda: query(
+                dsn,
+                "SELECT r.id, r.scheduled_for, r.status, r.runner, r.started_at, r.message, "
+                "s.next_run_at, now() FROM pgsched.schedules s LEFT JOIN pgsched.runs r "
+                "ON r.job_name = s.job_name WHERE s.job_name = 'sleeps' ORDER BY r.id",
+            ),
         )
     rows = query(
         dsn,
