@@ -442,7 +442,7 @@ def write_result(name: str, tag: str, result: dict[str, Any]) -> Path:
 def finish_params(claimed: list[tuple[Any, ...]]) -> dict[str, Any]:
     """finish_runs parameters that mark claimed rows (id, ..., lease at 7, started_at at 8)
     succeeded, encoded as the runner encodes a plain success."""
-    from pgsched.store import RunOutcome
+    from pgsched.runs import RunOutcome
     from pgsched.store import finish_params as encode
 
     started = [r for r in claimed if r[3] == "running"]  # not the ones left pending

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import base_parser, log, machine, print_table, summary_ms, write_result
 from pgsched.execution import Execution, UserPools
 from pgsched.isolation import ProcessPool, WorkerSpec
-from pgsched.store import ClaimedRun
+from pgsched.runs import ClaimedRun
 from pgsched.worker import load_registry
 
 APP = "tests.apps.isolated:ext"

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pgsched.runner.metrics import RunnerMetrics
-from pgsched.store import ClaimedRun, RunOutcome
+from pgsched.runs import ClaimedRun, RunOutcome
 
 
 def main() -> None:

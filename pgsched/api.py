@@ -24,24 +24,21 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from .dberrors import translate_error, unknown_job_message
 from .errors import (
     ConfigError,
     PgschedError,
-    ScheduleExistsError,
     UnknownJobError,
     UnknownRunError,
 )
 from .queries import DEFAULT_SCHEMA, named_queries
 from .schedules import DEFAULT_KEY, IfExists, Schedule, check_schedule_row
-from .store import translate_error
 
 __all__ = ["add_schedule", "cancel_run", "list_schedules", "remove_schedule", "request_run"]
 
 
 def _refused(exc: psycopg.Error, schema: str, job: str | None = None) -> PgschedError:
-    if job is not None and isinstance(exc, psycopg.errors.ForeignKeyViolation):
-        return _unknown_job(job, schema)
-    return translate_error(exc, schema)
+    return translate_error(exc, schema, job=job)
 
 
 def _in_savepoint(conn: Connection[Any] | AsyncConnection[Any]) -> bool:
@@ -231,26 +228,14 @@ def _with_first_tick(values: dict[str, Any], job_row: Any, schema: str) -> dict[
     """The zone in effect and the first tick after the database's clock, so the row is valid
     the moment it commits (no runner has to validate it)."""
     if job_row is None:
-        raise _unknown_job(values["job"], schema)
+        raise UnknownJobError(unknown_job_message(values["job"], schema))
     zone = values["timezone"] or job_row["zone"]
     cron = check_schedule_row(values["job"], values["key"], values["cron"], zone)
     return {**values, "zone": zone, "next_run_at": cron.next_after(job_row["db_now"])}
 
 
-def _unknown_job(job_name: str, schema: str) -> UnknownJobError:
-    return UnknownJobError(
-        f"unknown job '{job_name}': no row in {schema}.jobs; run `pgsched jobs list` to see the "
-        "jobs, or `pgsched sync` after adding it"
-    )
-
-
 def _schedule_refused(exc: psycopg.Error, values: dict[str, Any], schema: str) -> PgschedError:
-    if isinstance(exc, psycopg.errors.UniqueViolation):
-        return ScheduleExistsError(
-            f"schedule {values['key']!r} of job {values['job']!r} exists already: pass "
-            "if_exists='replace' to change it, or 'keep' to leave it as it is"
-        )
-    return _refused(exc, schema, values["job"])
+    return translate_error(exc, schema, job=values["job"], key=values["key"])
 
 
 @overload

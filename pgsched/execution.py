@@ -22,8 +22,8 @@ from .context import Cancelled, JobContext
 from .logs import LazyLogger
 from .registry import JobDefinition
 from .result import coerce_result
+from .runs import ClaimedRun, RunOutcome
 from .states import OutcomeStatus
-from .store import ClaimedRun, RunOutcome
 
 MAX_MESSAGE = 10_000
 MAX_TRACEBACK = 50_000

@@ -19,8 +19,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from .cron import parse_schedule
+from .dberrors import unknown_job_message
 from .errors import ConfigError, CronError, UnknownJobError
-from .queries import DEFAULT_SCHEMA, named_queries
+from .queries import DEFAULT_SCHEMA, named_queries, operator_queries
 from .schedules import schedule_state
 from .settings import SYNCED_SETTINGS
 from .states import JobState, job_state, schedule_problem
@@ -134,7 +135,7 @@ class Insight(PooledSchema):
             connect_kwargs=connect_kwargs,
         )
         self.lease_timeout = lease_timeout
-        self.q = named_queries(schema, "insight.sql")
+        self.q = operator_queries(schema)
 
     async def _all(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
         return await self._autocommit(lambda conn: _run(conn, self.q[name], params))
@@ -245,7 +246,7 @@ class Insight(PooledSchema):
         enabled jobs and keeps the invalid ones."""
         db_state = "enabled" if state == "invalid" else state
         params = {"q": q or None, "state": db_state, "limit": limit, "offset": offset}
-        rows = await self._all("list_jobs", params)
+        rows = await self._all("jobs_page", params)
         total = (await self._one("count_jobs", params) or {"n": 0})["n"]
         strips = await self.tick_strips([r["name"] for r in rows])
         for r in rows:
@@ -268,12 +269,9 @@ class Insight(PooledSchema):
         return strips
 
     async def get_job(self, name: str) -> Row:
-        row = await self._one("get_job", {"name": name})
+        row = await self._one("job_page", {"name": name})
         if row is None:
-            raise UnknownJobError(
-                f"unknown job '{name}': no row in {self.schema}.jobs; run `pgsched jobs list` "
-                "to see the jobs, or `pgsched sync` after adding it"
-            )
+            raise UnknownJobError(unknown_job_message(name, self.schema))
         row["state"] = job_state(row)
         row["schedule_problem"] = schedule_problem(row["schedule"], row["timezone"])
         row["schedule_words"] = describe_schedule(row["schedule"], row["timezone"])
@@ -304,7 +302,7 @@ class Insight(PooledSchema):
 
     async def explain(self, name: str) -> Explanation:
         job = await self.get_job(name)
-        activity = await self._all("job_activity", {"name": name})
+        activity = await self._all("job_holdups", {"name": name})
         ticks = (await self.tick_strips([name], per_job=10)).get(name, [])
         e = Explanation(
             job=job,
@@ -345,7 +343,7 @@ class Insight(PooledSchema):
 
     async def run_detail(self, run_id: int) -> Row | None:
         """A run with its retry chain (every attempt, this one included)."""
-        run = await self._one("get_run", {"id": run_id})
+        run = await self._one("run_page", {"id": run_id})
         if run is None:
             return None
         chain = run["retry_of"] or run["id"]
@@ -358,7 +356,9 @@ class Insight(PooledSchema):
         await self.get_job(name)
         async with self._transaction() as conn:
             (row,) = await _run(
-                conn, self.q["request_run"], {"name": name, "params": Jsonb(params), "actor": actor}
+                conn,
+                self.q["request_run_as"],
+                {"name": name, "params": Jsonb(params), "actor": actor},
             )
             await self._record(conn, actor, "run", name, row["id"], {"params": params})
         return int(row["id"])
@@ -367,7 +367,7 @@ class Insight(PooledSchema):
         async with self._transaction() as conn:
             rows = await _run(conn, self.q["set_paused"], {"name": name, "paused": paused})
             if not rows:
-                raise UnknownJobError(f"unknown job '{name}'")
+                raise UnknownJobError(unknown_job_message(name, self.schema))
             await self._record(conn, actor, "pause" if paused else "resume", name, None, {})
 
     async def cancel_run(self, run_id: int, actor: str) -> str:

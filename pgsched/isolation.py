@@ -31,7 +31,7 @@ from typing import Any
 from .execution import Execution, NotStarted, UserPools
 from .logs import get_logger
 from .registry import JobDefinition
-from .store import ClaimedRun, RunOutcome
+from .runs import ClaimedRun, RunOutcome
 from .worker import (
     HEADER_SIZE,
     Message,

@@ -50,3 +50,13 @@ def named_queries(schema: str = DEFAULT_SCHEMA, filename: str = "queries.sql") -
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         queries[name] = render("\n".join(lines).strip().rstrip(";"), schema)
     return queries
+
+
+@cache
+def operator_queries(schema: str = DEFAULT_SCHEMA) -> dict[str, str]:
+    """The read model's queries (insight.sql) and the shared ones of queries.sql, under one
+    name each: a name both files define is refused, so the two can never drift apart."""
+    shared, own = named_queries(schema), named_queries(schema, "insight.sql")
+    if both := sorted(shared.keys() & own.keys()):
+        raise AssertionError(f"queries.sql and insight.sql both define {', '.join(both)}")
+    return {**shared, **own}

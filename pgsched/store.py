@@ -21,22 +21,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .clock import DatabaseClock
 from .connections import Refusals, pool_timeout_reason, recording_async
-from .errors import (
-    ConfigError,
-    DatabaseError,
-    DatabaseRefusedError,
-    DatabaseUnavailableError,
-    PermissionDeniedError,
-    SchemaMissingError,
-    UnknownJobError,
-)
+from .dberrors import translate_error, unknown_job_message
+from .errors import ConfigError, DatabaseUnavailableError, UnknownJobError
 from .locks import acquire, sync_lock
 from .planning import DueJob, JobPlan
 from .queries import DEFAULT_SCHEMA, channel_for, named_queries
 from .registry import JobDefinition, Registry
+from .runs import ClaimedRun, RunOutcome
 from .schedules import Schedule, first_tick, resolve
 from .settings import SYNCED_SETTINGS
-from .states import OutcomeStatus, Trigger
 from .topology import Topology
 
 Row = dict[str, Any]
@@ -52,42 +45,6 @@ _SERIALIZATION_RETRIES = 5
 # Shorter than this, a database's or role's statement_timeout can cancel statements pgsched
 # does not lift it for: a sync of many jobs, a batch of schedule validation, a migration.
 LONGEST_STATEMENT = 60.0
-
-# SQLSTATEs that mean the server went away or is not there (yet): a retry later may work.
-# https://www.postgresql.org/docs/current/errcodes-appendix.html (class 08, 57P01-57P03)
-_GONE = ("08", "57P01", "57P02", "57P03")
-
-
-def translate_error(exc: BaseException, schema: str) -> DatabaseError:
-    """A driver or pool error as pgsched's own, by meaning: the store is the only place
-    that knows psycopg's classes."""
-    if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
-        return DatabaseUnavailableError(f"database unavailable: {exc}")
-    assert isinstance(exc, psycopg.Error)
-    state = exc.sqlstate
-    primary = (exc.diag.message_primary if state else None) or str(exc).strip()
-    if (state is None and isinstance(exc, psycopg.OperationalError)) or (
-        state is not None and state.startswith(_GONE)
-    ):
-        return DatabaseUnavailableError(f"database unavailable: {primary}", sqlstate=state)
-    if isinstance(exc, errors.InsufficientPrivilege):
-        return PermissionDeniedError(
-            f"permission denied ({primary}); grant this role what it needs with "
-            "`pgsched grant runner|requester|reader ROLE` as the schema owner",
-            sqlstate=state,
-        )
-    if isinstance(
-        exc,
-        errors.UndefinedTable
-        | errors.UndefinedColumn
-        | errors.UndefinedFunction
-        | errors.InvalidSchemaName,
-    ):
-        return SchemaMissingError(
-            f"the {schema} schema is missing or out of date ({primary}); run `pgsched migrate`",
-            sqlstate=state,
-        )
-    return DatabaseRefusedError(f"the database refused the statement: {primary}", sqlstate=state)
 
 
 def setting_conflicts(row: Row) -> list[str]:
@@ -108,25 +65,6 @@ def setting_conflicts(row: Row) -> list[str]:
     return conflicts
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one of these
-# (and one RunOutcome) is made per run: a few µs a run in a drain.
-@dataclass(slots=True)
-class ClaimedRun:
-    """A run this runner holds under `lease` and must finish."""
-
-    id: int
-    job_name: str
-    trigger: Trigger
-    scheduled_for: datetime | None
-    attempt: int
-    params: dict[str, Any]
-    lease: str
-    claimed_at: float  # the database clock (epoch seconds) while the claim statement ran
-    claimed_mono: float  # time.monotonic() just before that statement was sent
-    start_mono: float = 0.0  # a tick claimed ahead: time.monotonic() when it is due
-    schedule_key: str = "default"  # the schedule it belongs to (requests: the default one)
-
-
 def _due_mono(run: ClaimedRun, low: float, now: float) -> float:
     """When a tick claimed ahead of its time is due, on this process's monotonic clock, or
     0.0 if it is due already; `low` is the lowest the database clock's offset from it may be
@@ -135,21 +73,6 @@ def _due_mono(run: ClaimedRun, low: float, now: float) -> float:
         return 0.0
     due = run.scheduled_for.timestamp() - low
     return due if due > now else 0.0
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    """A final state to write for a claimed run."""
-
-    run_id: int
-    lease: str
-    status: OutcomeStatus
-    started_at: float | None  # epoch seconds on the database clock (see Execution._at)
-    finished_at: float | None
-    message: str | None = None
-    error: dict[str, Any] | None = None
-    stats: dict[str, int] | None = None
-    data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -763,15 +686,9 @@ class Store(PooledSchema):
         return row
 
     async def _unknown_job_message(self, name: str) -> str:
-        names = [r["name"] for r in await self.list_jobs()]
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        return (
-            f"unknown job '{name}': no row in {self.schema}.jobs; {hint}"
-            "run `pgsched jobs list` to see the jobs, or `pgsched sync` after adding it"
-        )
+        """With the closest name the table holds: a typo is the usual cause."""
+        known = [r["name"] for r in await self.list_jobs()]
+        return unknown_job_message(name, self.schema, known)
 
     async def grant(self, kind: str, role: str) -> str:
         """Apply the least-privilege grants of `kind` (runner, requester, reader) to `role`."""
@@ -793,7 +710,7 @@ class Store(PooledSchema):
     async def request_run(self, name: str, params: dict[str, Any]) -> int:
         try:
             row = await self._one("request_run", {"name": name, "params": Jsonb(params)})
-        except errors.ForeignKeyViolation:
+        except UnknownJobError:  # runs_job_name_fkey (dberrors): say what the name is close to
             raise UnknownJobError(await self._unknown_job_message(name)) from None
         assert row is not None
         return int(row["id"])
@@ -806,7 +723,7 @@ class Store(PooledSchema):
             rows = await self._all(
                 "insert_inline_run", {"name": name, "params": Jsonb(params), "runner": runner_id}
             )
-        except errors.ForeignKeyViolation:
+        except UnknownJobError:
             raise UnknownJobError(await self._unknown_job_message(name)) from None
         return _claimed(rows, sent)[0]
 
@@ -818,12 +735,6 @@ class Store(PooledSchema):
 
     async def live_runners(self, lease_timeout: float) -> list[Row]:
         return await self._all("live_runners", {"lease_timeout": lease_timeout})
-
-    async def running_runs(self) -> list[Row]:
-        return await self._all("running_runs")
-
-    async def recent_failures(self, limit: int = 10) -> list[Row]:
-        return await self._all("recent_failures", {"limit": limit})
 
 
 def tick_params(runner_id: str, plans: list[JobPlan]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from .housekeeping import builtin_extension
 from .logs import configure_logging
 from .profile import profile_from_env
 from .registry import Registry, build_registry, discover
-from .store import ClaimedRun, RunOutcome
+from .runs import ClaimedRun, RunOutcome
 
 Message = dict[str, Any]
 

@@ -21,8 +21,9 @@ from datetime import timedelta
 from typing import Any
 
 from ..planning import DueJob, Outage, plan_claim
+from ..runs import ClaimedRun
 from ..settings import RunnerSettings
-from ..store import ClaimedRun, Store
+from ..store import Store
 from .duty import Backoff, Duty, Health
 from .results import Results
 from .slots import Slots

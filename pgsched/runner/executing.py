@@ -37,8 +37,8 @@ from typing import Any
 from ..execution import Execution, NotStarted, UserPools
 from ..isolation import ProcessPool, WorkerSpec
 from ..registry import JobDefinition, Registry
+from ..runs import ClaimedRun, RunOutcome
 from ..settings import RunnerSettings
-from ..store import ClaimedRun, RunOutcome
 from .crew import Crew
 from .duty import Duty
 

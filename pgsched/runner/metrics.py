@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..errors import ConfigError
-from ..store import ClaimedRun, RunOutcome
+from ..runs import ClaimedRun, RunOutcome
 
 # Run durations and fire lags span milliseconds (a drain) to hours (a nightly report).
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))

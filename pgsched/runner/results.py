@@ -17,8 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import DatabaseRefusedError, DatabaseUnavailableError
+from ..runs import RunOutcome
 from ..settings import RunnerSettings
-from ..store import RunOutcome, Store
+from ..store import Store
 from .duty import Backoff, Duty
 
 BATCH = 1000

@@ -9,8 +9,8 @@ import asyncio
 import time
 from collections import deque
 
+from ..runs import ClaimedRun
 from ..settings import RunnerSettings
-from ..store import ClaimedRun
 from .executing import Executor
 
 # Ticks claimed ahead go to the executor this long before their time and start at it there

@@ -40,8 +40,9 @@ from ..execution import UserPools
 from ..isolation import WorkerSpec
 from ..logs import get_logger
 from ..registry import Registry
+from ..runs import ClaimedRun, RunOutcome
 from ..settings import RunnerSettings
-from ..store import ClaimedRun, RunOutcome, Store
+from ..store import Store
 from .claiming import Claimer, GiveBack
 from .duty import Backoff, Duty, Health, drive
 from .executing import Executor, LoopWatch, cancelled_outcome

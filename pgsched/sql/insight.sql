@@ -13,19 +13,6 @@
 -- A job's schedules are rows of pgsched.schedules (sql/0007_schedules.sql); pgsched.jobs keeps
 -- the code/profile one (`schedule`, `next_run_at`), which `job_state` reads for "invalid".
 
--- name: live_runners
--- Runners whose heartbeat is within the lease timeout; `jobs run --inline` processes
--- (concurrency 0) are not runners.
-SELECT w.id, w.hostname, w.pid, w.concurrency, w.version, w.code_version, w.started_at,
-       w.heartbeat_at,
-       w.stopping, extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age,
-       (SELECT count(*) FROM {schema}.runs r WHERE r.status = 'running' AND r.runner = w.id)
-           AS running
-FROM {schema}.runners w
-WHERE w.heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
-  AND w.concurrency > 0
-ORDER BY w.started_at
-
 -- name: waiting_for_code
 -- Pending runs of jobs no live runner's code defines: what they wait for.
 SELECT r.job_name, count(*) AS pending, min(r.created_at) AS since
@@ -136,7 +123,7 @@ WHERE (%(q)s::text IS NULL OR strpos(lower(j.name), lower(%(q)s)) > 0
        OR (%(state)s = 'paused' AND NOT j.orphaned AND j.enabled AND j.paused)
        OR (%(state)s = 'enabled' AND NOT j.orphaned AND j.enabled AND NOT j.paused))
 
--- name: list_jobs
+-- name: jobs_page
 -- One page of jobs, by name, with the last finished run (a probe of runs_job_history_idx) and
 -- its schedules: how many, how many cannot fire, and the earliest next tick over those that
 -- can (`next_tick`; `next_run_at` is the code/profile schedule's alone). The schedules are
@@ -191,7 +178,7 @@ CROSS JOIN LATERAL (
 ) t
 ORDER BY n.name, t.id
 
--- name: get_job
+-- name: job_page
 SELECT j.name, j.extension, j.description, j.schedule, j.timezone, j.enabled, j.paused,
        j.orphaned, extract(epoch FROM j.timeout)::float8 AS timeout, j.max_attempts,
        extract(epoch FROM j.retry_backoff)::float8 AS retry_backoff, j.overlap, j.misfire,
@@ -247,7 +234,7 @@ FROM (
 ) t
 ORDER BY t.id
 
--- name: job_activity
+-- name: job_holdups
 -- What could hold a job back: its running runs (running index) and pending ones (pending
 -- index), a few of each.
 SELECT r.id, r.status, r.trigger, r.scheduled_for, r.run_after, r.started_at, r.runner
@@ -284,7 +271,7 @@ WHERE (%(job)s::text IS NULL OR r.job_name = %(job)s)
 ORDER BY r.id DESC
 LIMIT %(limit)s
 
--- name: get_run
+-- name: run_page
 SELECT r.id, r.job_name, r.trigger, r.status, r.scheduled_for, r.run_after, r.created_at,
        r.started_at, r.finished_at, extract(epoch FROM r.duration)::float8 AS duration,
        extract(epoch FROM r.started_at - r.scheduled_for)::float8 AS lag, r.runner, r.attempt,
@@ -346,7 +333,7 @@ UNION ALL
 SELECT 'running' AS status, r.job_name, count(*)::int AS n
 FROM {schema}.runs r WHERE r.status = 'running' GROUP BY r.job_name
 
--- name: request_run
+-- name: request_run_as
 -- Run now from the dashboard: a manual request like any other, with who asked.
 INSERT INTO {schema}.runs (job_name, params, requested_by)
 VALUES (%(name)s, %(params)s, %(actor)s)
@@ -357,10 +344,6 @@ RETURNING id
 INSERT INTO {schema}.runs (job_name, params, requested_by)
 SELECT r.job_name, r.params, %(actor)s FROM {schema}.runs r WHERE r.id = %(id)s
 RETURNING id, job_name
-
--- name: set_paused
-UPDATE {schema}.jobs SET paused = %(paused)s, updated_at = now() WHERE name = %(name)s
-RETURNING name
 
 -- name: run_job
 SELECT job_name FROM {schema}.runs WHERE id = %(id)s

@@ -805,28 +805,13 @@ LIMIT %(limit)s
 
 -- name: live_runners
 SELECT id, hostname, pid, concurrency, version, code_version, started_at, heartbeat_at,
-       stopping,
+       stopping, extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age,
        (SELECT count(*) FROM {schema}.runs r WHERE r.status = 'running' AND r.runner = w.id)
            AS running
 FROM {schema}.runners w
 WHERE heartbeat_at >= now() - make_interval(secs => %(lease_timeout)s)
   AND concurrency > 0  -- not a `jobs run --inline` process
 ORDER BY started_at
-
--- name: running_runs
-SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
-       extract(epoch FROM (now() - started_at))::float8 AS duration, runner, attempt, retry_of,
-       params, message, error, stats, data
-FROM {schema}.runs WHERE status = 'running' ORDER BY id
-
--- name: recent_failures
-SELECT id, job_name, trigger, status, scheduled_for, created_at, started_at, finished_at,
-       extract(epoch FROM duration)::float8 AS duration, runner, attempt, retry_of, params,
-       message, error, stats, data
-FROM {schema}.runs
-WHERE status = 'failed' AND finished_at > now() - interval '24 hours'
-ORDER BY finished_at DESC
-LIMIT %(limit)s
 
 -- name: lock_migrate
 -- Serialises concurrent migrations for the length of their one transaction. EXCLUSIVE allows

@@ -329,3 +329,32 @@ def test_the_example_web_app_gives_each_user_a_schedule_of_their_own(
     keys = query(dsn, "SELECT key FROM pgsched.schedules WHERE job_name = 'demo-greet'")
     assert [r["key"] for r in keys] == ["user-Grace"]
     assert not query(dsn, "SELECT 1 FROM pgsched.schedules WHERE key = 'user-Bob'")
+
+
+def test_constraint_errors_are_translated_by_constraint_name(dsn: str) -> None:
+    """Whatever statement hits them (plain SQL here, not pgsched's): the foreign key to
+    jobs.name is an unknown job, the (job, key) unique key an existing schedule, each named
+    from the server's detail."""
+    from pgsched.dberrors import translate_error
+    from pgsched.errors import DatabaseRefusedError, ScheduleExistsError
+
+    synced(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as fkey:
+            conn.execute("INSERT INTO pgsched.runs (job_name) VALUES ('no-such-job')")
+        add = (
+            "INSERT INTO pgsched.schedules (job_name, key, cron) "
+            "VALUES ('echo', 'k1', '* * * * * *')"
+        )
+        conn.execute(add)
+        with pytest.raises(psycopg.errors.UniqueViolation) as unique:
+            conn.execute(add)
+        with pytest.raises(psycopg.errors.CheckViolation) as check:
+            conn.execute("INSERT INTO pgsched.runs (job_name, params) VALUES ('echo', '[]')")
+    unknown = translate_error(fkey.value, "pgsched")
+    assert isinstance(unknown, UnknownJobError) and "unknown job 'no-such-job'" in str(unknown)
+    exists = translate_error(unique.value, "pgsched")
+    assert isinstance(exists, ScheduleExistsError), exists
+    assert "schedule 'k1' of job 'echo' exists already" in str(exists)
+    other = translate_error(check.value, "pgsched")
+    assert isinstance(other, DatabaseRefusedError) and "runs_params_is_object" in str(other)

@@ -25,7 +25,8 @@ import pytest
 from pgsched import __version__
 from pgsched.isolation import ProcessPool, WorkerSpec
 from pgsched.registry import Registry
-from pgsched.store import ClaimedRun, Row, Store
+from pgsched.runs import ClaimedRun
+from pgsched.store import Row, Store
 from pgsched.worker import load_registry
 
 APP = "tests.apps.isolated:ext"

@@ -29,8 +29,9 @@ from pgsched.runner.duty import MAX_FAILURES, Backoff, Duty, Health, drive
 from pgsched.runner.results import Results
 from pgsched.runner.slots import Slots
 from pgsched.runner.supervisor import ControlThread
+from pgsched.runs import ClaimedRun, RunOutcome
 from pgsched.settings import RunnerSettings
-from pgsched.store import ClaimedRun, RunOutcome, Store
+from pgsched.store import Store
 from tests.runners import query, request, wait_until
 
 ext = Extension("in-process")

@@ -49,3 +49,13 @@ def test_each_setting_says_where_it_came_from() -> None:
     job = {"schedule": "0 * * * * *", "timeout": 5.0, "overrides": {"schedule": "p.yaml:10"}}
     sources = {s["setting"]: s["source"] for s in settings_with_sources(job)}
     assert sources["schedule"] == "p.yaml:10" and sources["timeout"] == "code"
+
+
+def test_no_query_name_means_two_things() -> None:
+    """queries.sql and insight.sql once both had nine names with different bodies."""
+    from pgsched.queries import named_queries, operator_queries
+
+    merged = operator_queries("pgsched")
+    assert len(merged) == len(named_queries("pgsched")) + len(
+        named_queries("pgsched", "insight.sql")
+    )

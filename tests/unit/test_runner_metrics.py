@@ -15,7 +15,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgsched.runner.metrics import RunnerMetrics, heartbeat_probe
-from pgsched.store import ClaimedRun, RunOutcome
+from pgsched.runs import ClaimedRun, RunOutcome
 
 
 def claimed(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from pgsched.isolation import describe_exit
-from pgsched.store import ClaimedRun
+from pgsched.runs import ClaimedRun
 from pgsched.worker import (
     HEADER_SIZE,
     MAX_MESSAGE_BYTES,
