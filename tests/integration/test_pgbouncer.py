@@ -66,12 +66,14 @@ def _open_run(dsn: str, run_id: int) -> dict[str, object] | None:
 
 def _settled(dsn: str, requests: list[int], slow: int) -> bool:
     """Every request, retry and tick is final, and the killed runner's run was reaped and
-    retried."""
+    retried. A request is final when it succeeded or failed: the killed runner may have held
+    one besides the slow run (on a loaded machine it does), failed as lost; the ledger checks
+    each outcome afterwards."""
     row = query(
         dsn,
         "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')"
         "   AND (trigger <> 'schedule' OR run_after < now() - interval '2 seconds')) AS open,"
-        " count(*) FILTER (WHERE id = ANY(%s) AND status = 'succeeded') AS done,"
+        " count(*) FILTER (WHERE id = ANY(%s) AND status IN ('succeeded', 'failed')) AS done,"
         " count(*) FILTER (WHERE retry_of = %s AND status = 'succeeded') AS retried"
         " FROM pgsched.runs",
         [requests, slow],
@@ -152,6 +154,13 @@ def test_three_runners_through_pgbouncer_keep_every_guarantee(
                 "started_at, retry_of FROM pgsched.runs WHERE status IN ('pending', 'running')",
             )
             print(f"open runs: {open_runs}\nrunners: {query(dsn, 'SELECT * FROM pgsched.runners')}")
+            ends = query(
+                dsn,
+                "SELECT status, message, count(*) FROM pgsched.runs WHERE id = ANY(%s) "
+                "OR retry_of = %s GROUP BY 1, 2",
+                [requests, slow],
+            )
+            print(f"requests ({len(requests)}) and the slow run's retries, by end: {ends}")
             raise
         reaped_in = time.monotonic() - killed
         codes = [p.terminate(30) for p in survivors]
@@ -183,8 +192,12 @@ def test_three_runners_through_pgbouncer_keep_every_guarantee(
     flaky_id = flaky[0]["id"]
     assert by_id[flaky_id]["status"] == "failed"
     assert [r["status"] for r in ledger.runs if r["retry_of"] == flaky_id] == ["succeeded"]
-    # Every manual request ran once and succeeded; the jobs' own queries never failed.
-    assert all(by_id[i]["status"] == "succeeded" for i in requester.sent)
+    # Every manual request ran once and succeeded, but one the killed runner held (no
+    # retries for topo-manual): failed as lost, by design; the jobs' own queries never failed.
+    for i in requester.sent:
+        r = by_id[i]
+        lost = r["runner"] == running["runner"] and (r["message"] or "").startswith("runner lost")
+        assert r["status"] == "succeeded" or (r["status"] == "failed" and lost), r
     for r in ledger.runs:
         if r["job_name"].startswith("topo-db") and r["runner"] != running["runner"]:
             assert r["status"] in ("succeeded", "skipped"), r
