@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .execution import Execution, NotStarted, UserPools
-from .logs import get_logger
+from .logs import RUNNER, get_logger
 from .registry import JobDefinition
 from .store import ClaimedRun, RunOutcome
 from .worker import (
@@ -350,7 +350,7 @@ class ProcessPool:
         self._starting: set[_Worker] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._log = get_logger(runner=spec.runner_id)
+        self._log = get_logger(RUNNER, runner=spec.runner_id)
         self._outcome_pools = UserPools(spec.dsn)  # never opened: here Execution only reports
 
     async def start(self, prewarm: int = 0) -> None:

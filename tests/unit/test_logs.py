@@ -1,17 +1,22 @@
-"""The per-run logger is bound on first use, and behaves like a structlog logger."""
+"""pgsched's logging: its own lines where it owns the process (the CLI, a worker process),
+records of the host's `logging` where it is a guest; the per-run logger, bound on first use."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
+import logging
 import pickle
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
-from pgsched.logs import LazyLogger
+from pgsched.logs import LazyLogger, get_logger
 from tests.runners import PATIENCE
 
 
@@ -39,7 +44,7 @@ def test_lazy_logger_can_be_copied(clone: object) -> None:
 SCRIPT = """
 from pgsched.logs import configure_logging, get_logger
 configure_logging({level!r}, json={json}, lazy={lazy})
-log = get_logger(runner="r1")
+log = get_logger("pgsched.runner", runner="r1")  # a guest's logger name: not in these lines
 log.info("runner started", concurrency=4, listen=True)
 log.debug("not at info")
 log.bind(job="nightly").warning("run raised", error="boom: it broke", note=None)
@@ -99,3 +104,132 @@ def test_cli_log_level_drops_lines_below_it() -> None:
         "internal error running a job",
     ]
     assert "not at info" in printed("debug")
+
+
+# --- a guest's logging: records of the host's `logging` ------------------------------------------
+# This test process never calls configure_logging: pgsched is a guest here, as in an application.
+
+
+class Kept(logging.Handler):
+    """A host's handler: keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def kept() -> Iterator[Kept]:
+    """A handler on `pgsched.test`, at DEBUG."""
+    logger = logging.getLogger("pgsched.test")
+    handler = Kept()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+
+def test_a_guests_event_is_a_record_with_its_text_and_its_fields(kept: Kept) -> None:
+    get_logger("pgsched.test", runner="r1").info("runner started", concurrency=4, listen=True)
+    (record,) = kept.records
+    assert (record.name, record.levelname) == ("pgsched.test", "INFO")
+    assert record.getMessage() == "runner started runner=r1 concurrency=4 listen=true"
+    assert {k: vars(record)[k] for k in ("event", "runner", "concurrency", "listen")} == {
+        "event": "runner started",
+        "runner": "r1",
+        "concurrency": 4,
+        "listen": True,
+    }
+    # the line that logged, not structlog's frames
+    assert (record.pathname, record.funcName) == (__file__, sys._getframe().f_code.co_name)
+
+
+def test_a_hosts_structlog_logger_class_finds_the_line_that_logged_itself() -> None:
+    """A host whose structlog uses LoggerFactory has its loggers skip structlog's frames."""
+    previous = logging.getLoggerClass()
+    structlog.stdlib.LoggerFactory()  # as in the host's structlog.configure(logger_factory=...)
+    try:
+        logger = logging.getLogger("pgsched.test.structlog_class")
+    finally:
+        logging.setLoggerClass(previous)
+    assert type(logger) is not logging.Logger
+    handler = Kept()
+    logger.addHandler(handler)
+    try:
+        get_logger(logger.name).warning("here")
+    finally:
+        logger.removeHandler(handler)
+    (record,) = handler.records
+    assert (record.pathname, record.funcName) == (__file__, sys._getframe().f_code.co_name)
+
+
+def test_a_guests_record_keeps_keys_logging_reserves_and_quotes_values(kept: Kept) -> None:
+    log = get_logger("pgsched.test")
+    log.warning("odd keys", thread="pgsched-job-1", name="x", message="y", error="a b")
+    (record,) = kept.records
+    assert record.threadName != "pgsched-job-1"  # the record's own attributes stand
+    assert {k: vars(record)[k] for k in ("thread_", "name_", "message_")} == {
+        "thread_": "pgsched-job-1",
+        "name_": "x",
+        "message_": "y",
+    }
+    assert record.getMessage() == 'odd keys thread=pgsched-job-1 name=x message=y error="a b"'
+
+
+def test_a_guests_exception_and_positional_arguments_are_the_stdlib_kind(kept: Kept) -> None:
+    log = get_logger("pgsched.test")
+    log.info("took %d s", 3, job="j")
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        log.exception("internal error running a job", run_id=7)
+    took, failed = kept.records
+    assert took.getMessage() == "took 3 s job=j"
+    assert failed.levelno == logging.ERROR and failed.exc_info is not None
+    assert "ZeroDivisionError: division by zero" in logging.Formatter().format(failed)
+
+
+def test_a_guest_logs_at_the_hosts_levels(kept: Kept) -> None:
+    log = get_logger("pgsched.test.child")
+    logging.getLogger("pgsched.test").setLevel(logging.WARNING)
+    log.info("dropped")
+    log.warning("kept")
+    assert [r.getMessage() for r in kept.records] == ["kept"]
+
+
+def test_a_host_that_uses_structlog_itself_sees_the_event_and_its_fields() -> None:
+    """structlog's own recipe for records of other libraries: ProcessorFormatter, ExtraAdder.
+    pgsched's record carries `event` without the key/values: the host's line has them once."""
+    config = structlog.get_config()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(sort_keys=True),
+            ],
+        )
+    )
+    host = logging.getLogger("pgsched.structlog_host")  # its first handler: no other formats
+    host.addHandler(handler)  # the record first (that sets record.message, which ExtraAdder
+    host.setLevel(logging.INFO)  # would copy)
+    try:
+        get_logger(host.name, runner="r1").info("runner started", concurrency=4)
+    finally:
+        host.removeHandler(handler)
+        host.setLevel(logging.NOTSET)
+    assert json.loads(out.getvalue()) == {
+        "event": "runner started",
+        "logger": "pgsched.structlog_host",
+        "runner": "r1",
+        "concurrency": 4,
+    }
+    assert structlog.get_config() == config  # pgsched configured nothing of structlog's
