@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 # structlog is imported with the first logger, not with this module: a CLI command that never
 # logs (`jobs list`) starts ~10 ms sooner. `configure_logging` before that only records the wish.
@@ -183,3 +184,76 @@ class LazyLogger:
         if self._logger is None:
             self._logger = get_logger(self._name, **self._bound)
         return getattr(self._logger, name)
+
+
+# --- a worker process's records, relayed to its runner's process -----------------------------
+# A guest runner's worker processes (isolation="process") are pgsched's own, but their lines
+# belong in the host's logging: each record goes to the worker's stderr as one line, RELAY and
+# its attributes in JSON (the logging cookbook's way across processes, `makeLogRecord` at the
+# other end), and the runner hands it to the host's logger of the same name.
+
+RELAY = "pgsched-record: "
+
+
+def host_levels() -> dict[str, int]:
+    """The levels set on this process's loggers, by name ("" the root): a worker applies them,
+    so that it sends only records the host keeps (as they stood when it started)."""
+    loggers = dict(logging.Logger.manager.loggerDict)  # a copy: other threads add loggers
+    levels = {"": logging.getLogger().level}
+    for name, logger in loggers.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+class _RelayHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record as a RELAY line: its attributes, the message and any traceback as
+    text (the other end has no exception object)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        attributes = dict(vars(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        attributes.update(msg=record.getMessage(), args=None, exc_info=None)
+        attributes["exc_text"] = record.exc_text
+        attributes.pop("message", None)
+        return RELAY + json.dumps(attributes, default=repr)
+
+
+def relay_logging(levels: Mapping[str, int], stream: TextIO | None = None) -> None:
+    """In a worker process of a guest runner (a process of pgsched's own, so it may): all
+    records, pgsched's and the job's own, go to the runner's process, at the host's levels; a
+    job's structlog events become records too (the host's structlog set-up is not here)."""
+    import structlog
+
+    logging.getLogger().addHandler(_RelayHandler(stream or sys.stderr))
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    structlog.configure(
+        processors=_to_stdlib(),
+        logger_factory=structlog.stdlib.LoggerFactory(),  # named after the job's module
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def replay(line: str) -> str | None:
+    """A RELAY line's record handed to this process's logger of its name; returns its text,
+    or None when the line is not a record."""
+    try:
+        attributes = json.loads(line[len(RELAY) :])
+    except ValueError:
+        return None
+    if not (
+        isinstance(attributes, dict)
+        and isinstance(attributes.get("name"), str)
+        and isinstance(attributes.get("levelno"), int)
+        and isinstance(attributes.get("msg"), str)
+    ):
+        return None
+    record = logging.makeLogRecord(attributes)
+    text = record.getMessage()
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+    return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -617,3 +618,35 @@ def test_a_host_that_sets_pgsched_to_warning_gets_no_info_records(
     assert host_logging.named("said it loudly")
     assert [r.getMessage() for r in host_logging.records if r.levelno < logging.WARNING] == []
     assert not host_logging.named("runner started")
+
+
+def test_a_process_isolated_jobs_records_reach_the_host_from_its_worker(
+    dsn: str, host_logging: Kept, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker process sends its records to the runner, which hands them to the host's
+    loggers of their names: pgsched's own and the job's (logging's, structlog's), at the
+    host's levels."""
+    own = logging.getLogger("tests.apps.chatty")
+    own.addHandler(host_logging)
+    try:
+        in_a_host(dsn, host_logging, "chatty-process", "failed politely")
+    finally:
+        own.removeHandler(host_logging)
+
+    (hello,) = host_logging.named("said hello from a worker")
+    pid = vars(hello)["pid"]
+    assert (hello.name, hello.levelno, hello.process) == ("pgsched.jobs", 20, pid)
+    assert (hello.module, hello.funcName) == ("chatty", "chatty_process")  # the job's line
+    assert pid != os.getpid()
+    assert fields(hello, "job", "attempt") == {"job": "chatty-process", "attempt": 1}
+    (failed,) = host_logging.named("failed politely")
+    assert failed.levelno == logging.ERROR
+    assert "ValueError: shown with its traceback" in logging.Formatter().format(failed)
+    mine, structlogs = [r for r in host_logging.records if r.name == "tests.apps.chatty"]
+    assert (mine.levelno, mine.getMessage()) == (30, f"the job's own logger, pid {pid}")
+    assert (structlogs.levelno, structlogs.getMessage()) == (
+        30,
+        f"the job's own structlog pid={pid}",
+    )
+    assert not host_logging.named("whispered")  # debug: below the host's INFO
+    assert "pgsched-record" not in capfd.readouterr().err  # none printed as it came

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from pgsched.logs import LazyLogger, get_logger
+from pgsched.isolation import _Relay
+from pgsched.logs import RELAY, LazyLogger, get_logger, relay_logging
 from tests.runners import PATIENCE
 
 
@@ -233,3 +234,54 @@ def test_a_host_that_uses_structlog_itself_sees_the_event_and_its_fields() -> No
         "concurrency": 4,
     }
     assert structlog.get_config() == config  # pgsched configured nothing of structlog's
+
+
+# --- a worker process's records, relayed ---------------------------------------------------------
+
+
+def relayed_line(kept: Kept, text: str, **fields: object) -> str:
+    """The line a worker writes for a record: made with relay_logging's handler."""
+    stream = io.StringIO()
+    root, level = logging.getLogger(), logging.getLogger().level
+    before = root.handlers[:]
+    relay_logging({"pgsched.test": logging.INFO}, stream)
+    try:
+        get_logger("pgsched.test", **fields).info(text)
+    finally:
+        root.handlers[:] = before
+        root.setLevel(level)
+    kept.records.clear()  # it was kept here too, as it was made
+    return stream.getvalue()
+
+
+def test_relayed_records_are_the_hosts_and_the_rest_passes_on_as_it_came(kept: Kept) -> None:
+    record = relayed_line(kept, "said hello", job="j")
+    assert record.startswith(RELAY) and record.endswith("\n")
+    relay = _Relay()
+    pieces = [
+        "a job's print\nmid-",  # text passes on at once, even mid-line
+        "line" + RELAY[:4],  # ... a relay prefix inside a line is no record
+        "\n" + record[:3],  # a line's first characters that may be a record: held back
+        record[3:20],
+        record[20:] + RELAY + "not json\n" + "no newline yet",
+    ]
+    passed, told = zip(*(relay.feed(p) for p in pieces), strict=True)
+    assert "".join(passed) == (
+        "a job's print\nmid-line" + RELAY[:4] + "\n" + RELAY + "not json\nno newline yet"
+    )
+    assert passed[2:4] == ("\n", "")  # the record's start waits for the rest
+    assert "said hello job=j\n" in "".join(told) and RELAY + "{" not in "".join(told)
+    assert relay.rest() == ""
+    (replayed,) = kept.records
+    assert (replayed.name, replayed.getMessage(), vars(replayed)["job"]) == (
+        "pgsched.test",
+        "said hello job=j",
+        "j",
+    )
+
+
+def test_a_relayed_record_below_the_hosts_level_is_dropped(kept: Kept) -> None:
+    record = relayed_line(kept, "said hello")
+    logging.getLogger("pgsched.test").setLevel(logging.WARNING)
+    assert _Relay().feed(record) == ("", "said hello\n")  # not passed on raw either
+    assert kept.records == []
