@@ -16,7 +16,7 @@ import psycopg
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from .logs import get_logger
+from .logs import RUNNER, get_logger
 
 
 def server_reason(exc: BaseException) -> str:
@@ -94,7 +94,7 @@ class ConnectionWatch:
     and the control loop alike (plain attribute writes)."""
 
     def __init__(self, log: Any = None, needs: str = "", window: float = 60.0) -> None:
-        self.log = log if log is not None else get_logger()
+        self.log = log if log is not None else get_logger(RUNNER)
         self.needs = needs  # what this runner opens in all (see Runner.connections_needed)
         self.window = window  # a problem not seen again for this long is over (health's too)
         self._problem: str | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .context import Cancelled, JobContext
-from .logs import LazyLogger
+from .logs import JOBS, LazyLogger
 from .registry import JobDefinition
 from .result import coerce_result
 from .runs import ClaimedRun, RunOutcome
@@ -209,7 +209,7 @@ class Execution:
         self.definition = definition
         self.started_mono: float | None = None
         self.log = LazyLogger(
-            runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt
+            JOBS, runner=runner_id, job=claimed.job_name, run_id=claimed.id, attempt=claimed.attempt
         )
         self.ctx = JobContext(
             run_id=claimed.id,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .execution import Execution, NotStarted, UserPools
-from .logs import get_logger
+from .logs import RELAY, RUNNER, get_logger, host_levels, owned, replay
 from .registry import JobDefinition
 from .runs import ClaimedRun, RunOutcome
 from .worker import (
@@ -103,6 +103,7 @@ class _Worker:
         self.killed_because: str | None = None
         self._tail = bytearray()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.relay = None if owned() else _Relay()  # a guest's worker sends its log records
         self._stderr = asyncio.create_task(self._forward_stderr())
         # One waiter for the worker's life: asyncio keeps each cancelled proc.wait() waiter
         # until the process ends, so a waiter per run would grow for as long as it serves.
@@ -112,7 +113,7 @@ class _Worker:
         """Wait until it has imported the app and said `ready`; else WorkerStartError (and no
         process left behind, whatever interrupted the start)."""
         try:
-            self.send(_start_message(spec))
+            self.send(_start_message(spec, relay=self.relay is not None))
             try:
                 async with asyncio.timeout(timeout):
                     message = await self.receive()
@@ -270,12 +271,69 @@ class _Worker:
 
     async def _forward_stderr(self) -> None:
         while chunk := await self.stderr.read(65536):
-            self._tail += chunk
-            del self._tail[:-_STDERR_TAIL_BYTES]
             text = self._decoder.decode(chunk)
+            if self.relay is None:
+                self._tail += chunk
+            else:  # its records go to the host's logging, the rest on as before
+                text, told = self.relay.feed(text)
+                self._tail += told.encode()
+            del self._tail[:-_STDERR_TAIL_BYTES]
+            self._pass_on(text)
+        if self.relay is not None:
+            rest = self.relay.rest()
+            self._tail += rest.encode()
+            self._pass_on(rest)
+
+    @staticmethod
+    def _pass_on(text: str) -> None:
+        if text:
             with contextlib.suppress(OSError, ValueError):  # ours is gone: keep draining theirs
                 sys.stderr.write(text)
                 sys.stderr.flush()
+
+
+class _Relay:
+    """A guest runner's worker's stderr, split: its RELAY lines are log records for the host's
+    `logging` (pgsched.logs.replay), everything else (a job's own writes, a crash's traceback)
+    passes on as it came, without waiting for the end of its line."""
+
+    def __init__(self) -> None:
+        self._held = ""  # the start of a line that may be a record
+        self._in_line = False  # the text so far ended mid-line, in a line that is no record
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """What to pass on, and what to keep for a death notice: the same, with each relayed
+        record's message where the record was."""
+        passed: list[str] = []
+        told: list[str] = []
+        held = self._held + text
+        while held:
+            if self._in_line:
+                end = held.find("\n") + 1 or len(held)
+                piece, held = held[:end], held[end:]
+                passed.append(piece)
+                told.append(piece)
+                self._in_line = not piece.endswith("\n")
+            elif held.startswith(RELAY):
+                end = held.find("\n") + 1
+                if not end:
+                    break  # the rest of the record is still coming
+                line, held = held[:end], held[end:]
+                message = replay(line)
+                if message is None:  # not one after all
+                    passed.append(line)
+                told.append(line if message is None else message + "\n")
+            elif RELAY.startswith(held):
+                break  # a record's first characters, perhaps
+            else:
+                self._in_line = True
+        self._held = held
+        return "".join(passed), "".join(told)
+
+    def rest(self) -> str:
+        """At the end: what was held back, as it came."""
+        held, self._held = self._held, ""
+        return held
 
 
 _ReadEnd = tuple[asyncio.StreamReader, asyncio.ReadTransport]
@@ -289,9 +347,11 @@ async def _read_end(fd: int) -> _ReadEnd:
     return reader, transport
 
 
-def _start_message(spec: WorkerSpec) -> Message:
+def _start_message(spec: WorkerSpec, relay: bool = False) -> Message:
+    """`relay`: the worker sends its log records here (`log_levels`, the host's levels),
+    instead of printing lines of its own."""
     log_json = spec.log_json if spec.log_json is not None else not sys.stderr.isatty()
-    return {
+    message: Message = {
         "type": "start",
         "apps": list(spec.apps),
         "profile_path": spec.profile_path,
@@ -303,6 +363,9 @@ def _start_message(spec: WorkerSpec) -> Message:
         "connect_kwargs": dict(spec.connect_kwargs),
         "sys_path": list(sys.path),
     }
+    if relay:
+        message["log_levels"] = host_levels()
+    return message
 
 
 def _outcome_of(message: Message | None, claimed: ClaimedRun) -> RunOutcome | None:
@@ -350,7 +413,7 @@ class ProcessPool:
         self._starting: set[_Worker] = set()
         self._retiring: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._log = get_logger(runner=spec.runner_id)
+        self._log = get_logger(RUNNER, runner=spec.runner_id)
         self._outcome_pools = UserPools(spec.dsn)  # never opened: here Execution only reports
 
     async def start(self, prewarm: int = 0) -> None:

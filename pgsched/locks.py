@@ -45,7 +45,7 @@ class LockWait:
         )
 
     def report(self, holders: list[dict[str, Any]], waited: float) -> None:
-        get_logger().warning(
+        get_logger(__name__).warning(
             f"{self.what} is waiting for a lock on {self.relation}",
             waited_seconds=round(waited, 1),
             gives_up_after=self.timeout,

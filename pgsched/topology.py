@@ -66,7 +66,7 @@ def resolve_topology(dsn: str, pooler: str = "auto", listen_url: str | None = No
     listen = None if pooled and listen_url is None else listen_url or dsn
     topology = Topology(dsn, pooled, listen, why)
     if pooled and pooler == "auto":
-        get_logger().warning(
+        get_logger(__name__).warning(
             "transaction pooler detected: no server-side prepared statements, no session state; "
             "set database.pooler: transaction in the profile to skip the probe",
             listen=topology.listen_dsn is not None,

@@ -17,6 +17,10 @@ length and a UTF-8 JSON object with a `type`:
   that killed it) and `outcome` (the RunOutcome fields, and `retire` when the worker must not
   serve again).
 
+Logs: a `pgsched runner`'s worker prints its own lines (`log_level`, `log_json`); a guest
+runner's (`log_levels` in `start`) writes its log records to stderr as `pgsched-record:` lines,
+which the runner hands to the host's `logging` (pgsched.logs.relay_logging, replay).
+
 When the parent's pipe closes (the parent closed it, or died) the worker exits at once; on
 Linux it also asks the kernel for SIGKILL when the parent dies (PR_SET_PDEATHSIG).
 """
@@ -43,7 +47,7 @@ from typing import IO, Any, NoReturn
 from .errors import PgschedError
 from .execution import Execution, UserPools, error_info
 from .housekeeping import builtin_extension
-from .logs import configure_logging
+from .logs import configure_logging, relay_logging
 from .profile import profile_from_env
 from .registry import Registry, build_registry, discover
 from .runs import ClaimedRun, RunOutcome
@@ -263,7 +267,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _start(channel: _Channel, start: Message) -> _Server:
     # The parent's import path first: an app it could import is importable here.
     sys.path[:0] = [p for p in start["sys_path"] if p not in sys.path]
-    configure_logging(start["log_level"], start["log_json"])
+    if "log_levels" in start:  # a guest runner's: the host's logging has the last word
+        relay_logging(start["log_levels"])
+    else:
+        configure_logging(start["log_level"], start["log_json"])
     registry = load_registry(start["apps"], start["profile_path"], start["dsn"], start["schema"])
     timeout = profile_from_env(start["profile_path"], start["dsn"]).runner.job_pool_timeout
     return _Server(

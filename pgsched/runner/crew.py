@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from ..logs import get_logger
+from ..logs import RUNNER, get_logger
 
 # Nobody took a waiting run for this long: give each waiting run a thread of its own.
 STALL = 0.001
@@ -155,7 +155,7 @@ class Crew(Executor):
         try:
             fn()
         except BaseException:
-            get_logger().exception("internal error in a job thread", thread=self.name)
+            get_logger(RUNNER).exception("internal error in a job thread", thread=self.name)
 
     def _watch_over(self) -> None:
         """Releases tasks at their time, and while tasks wait: if none was taken for `stall`

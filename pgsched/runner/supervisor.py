@@ -38,7 +38,7 @@ from ..connections import ConnectionWatch
 from ..errors import ConfigError, DatabaseError, DatabaseUnavailableError
 from ..execution import UserPools
 from ..isolation import WorkerSpec
-from ..logs import get_logger
+from ..logs import RUNNER, get_logger
 from ..registry import Registry
 from ..runs import ClaimedRun, RunOutcome
 from ..settings import RunnerSettings
@@ -77,7 +77,7 @@ class Runner:
         self.registry = registry
         self.settings = settings
         self.id = runner_id or new_runner_id()
-        self.log = log if log is not None else get_logger(runner=self.id)
+        self.log = log if log is not None else get_logger(RUNNER, runner=self.id)
         self.connections = ConnectionWatch(self.log, self.connections_needed())
         self.pools = UserPools(
             store.dsn,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,9 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog
 
+import pgsched
 from pgsched import Extension, JobContext
 from pgsched.errors import DatabaseUnavailableError
 from pgsched.planning import plan_claim
@@ -520,3 +524,130 @@ def test_a_re_added_key_waits_for_the_removed_schedules_tick_to_end_then_revives
     assert run["status"] == "running" and run["runner"] == "b", run
     assert run["cancel_requested_at"] is None and run["cancelled_by"] is None, run
     assert not query(dsn, "SELECT 1 FROM pgsched.runs WHERE duration < interval '0'")
+
+
+# --- inside a host's logging -------------------------------------------------------------------
+# An application that runs a background runner has its own `logging` set-up: pgsched's lines
+# are records of it, under `pgsched`, whatever the host's handlers, levels and formats.
+
+CHATTY = "tests.apps.chatty:ext"
+QUICK = {"heartbeat_interval": 0.5, "lease_timeout": 3, "poll_interval": 1}
+
+
+class Kept(logging.Handler):
+    """A host's handler: keeps the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def named(self, event: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if vars(r).get("event", r.getMessage()) == event]
+
+
+@pytest.fixture
+def host_logging() -> Iterator[Kept]:
+    """The host's set-up: its handler on `pgsched`, at INFO; as it was afterwards."""
+    logger = logging.getLogger("pgsched")
+    level = logger.level
+    kept = Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    try:
+        yield kept
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+
+
+def fields(record: logging.LogRecord, *names: str) -> dict[str, Any]:
+    return {name: vars(record).get(name) for name in names}
+
+
+def in_a_host(dsn: str, kept: Kept, job: str, until: str, **settings: Any) -> tuple[str, int]:
+    """A background runner inside an asyncio app: one run of `job`, left once `kept` has a
+    record of the event `until`; the runner's id and the run's."""
+
+    async def app() -> tuple[str, int]:
+        async with pgsched.background_runner(dsn, app=CHATTY, **QUICK, **settings) as runner:
+            run_id = request(dsn, job, {"who": "host"})
+            await asyncio.to_thread(wait_until, lambda: kept.named(until), 30, repr(until))
+            return runner.id, run_id
+
+    return asyncio.run(app())
+
+
+def test_a_background_runners_lines_are_records_of_the_hosts_logging(
+    dsn: str, host_logging: Kept
+) -> None:
+    config, root = structlog.get_config(), logging.getLogger().handlers[:]
+    runner_id, run_id = in_a_host(dsn, host_logging, "chatty", "said it loudly", concurrency=2)
+
+    (started,) = host_logging.named("runner started")
+    assert (started.name, started.levelno, started.module) == ("pgsched.runner", 20, "supervisor")
+    assert fields(started, "runner", "concurrency", "listen") == {
+        "runner": runner_id,
+        "concurrency": 2,
+        "listen": True,
+    }
+    assert started.getMessage().startswith(f"runner started runner={runner_id} concurrency=2 ")
+    (hello,) = host_logging.named("said hello")
+    assert (hello.name, hello.levelno, hello.funcName) == ("pgsched.jobs", 20, "chatty")
+    assert fields(hello, "job", "run_id", "attempt", "who") == {
+        "job": "chatty",
+        "run_id": run_id,
+        "attempt": 1,
+        "who": "host",
+    }
+    assert hello.getMessage() == (
+        f"said hello runner={runner_id} job=chatty run_id={run_id} attempt=1 who=host"
+    )
+    assert host_logging.named("runner stopped")  # as the block was left
+    # Nothing of the host's was set up anew: no handler on the root, structlog's as it was.
+    assert logging.getLogger().handlers == root
+    assert structlog.get_config() == config
+
+
+def test_a_host_that_sets_pgsched_to_warning_gets_no_info_records(
+    dsn: str, host_logging: Kept
+) -> None:
+    logging.getLogger("pgsched").setLevel(logging.WARNING)
+    in_a_host(dsn, host_logging, "chatty", "said it loudly")
+    assert host_logging.named("said it loudly")
+    assert [r.getMessage() for r in host_logging.records if r.levelno < logging.WARNING] == []
+    assert not host_logging.named("runner started")
+
+
+def test_a_process_isolated_jobs_records_reach_the_host_from_its_worker(
+    dsn: str, host_logging: Kept, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker process sends its records to the runner, which hands them to the host's
+    loggers of their names: pgsched's own and the job's (logging's, structlog's), at the
+    host's levels."""
+    own = logging.getLogger("tests.apps.chatty")
+    own.addHandler(host_logging)
+    try:
+        in_a_host(dsn, host_logging, "chatty-process", "failed politely")
+    finally:
+        own.removeHandler(host_logging)
+
+    (hello,) = host_logging.named("said hello from a worker")
+    pid = vars(hello)["pid"]
+    assert (hello.name, hello.levelno, hello.process) == ("pgsched.jobs", 20, pid)
+    assert (hello.module, hello.funcName) == ("chatty", "chatty_process")  # the job's line
+    assert pid != os.getpid()
+    assert fields(hello, "job", "attempt") == {"job": "chatty-process", "attempt": 1}
+    (failed,) = host_logging.named("failed politely")
+    assert failed.levelno == logging.ERROR
+    assert "ValueError: shown with its traceback" in logging.Formatter().format(failed)
+    mine, structlogs = [r for r in host_logging.records if r.name == "tests.apps.chatty"]
+    assert (mine.levelno, mine.getMessage()) == (30, f"the job's own logger, pid {pid}")
+    assert (structlogs.levelno, structlogs.getMessage()) == (
+        30,
+        f"the job's own structlog pid={pid}",
+    )
+    assert not host_logging.named("whispered")  # debug: below the host's INFO
+    assert "pgsched-record" not in capfd.readouterr().err  # none printed as it came
