@@ -62,6 +62,25 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError("; ".join(missing))
 
 
+FAST_VERSIONS = {"18"}  # plain `pytest`: the embedded server only (no install needed)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="the whole suite: slow process tests and the browser too, on every PostgreSQL "
+        "version of the matrix (what CI runs: the README's test command). Without it, the "
+        "fast tier: tests not marked slow, on the embedded PostgreSQL 18 (or PGSCHED_TEST_PG).",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.getoption("--full"):
+        return "pgsched: the full suite (--full)"
+    return "pgsched: the fast tier (no slow tests; pass --full for the whole suite, as CI)"
+
+
 def _pg_version(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     return None if callspec is None else callspec.params.get("pg")
@@ -69,13 +88,20 @@ def _pg_version(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist appends the group names to the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect what 16 and 17 do not run, and give each version its own xdist groups: a
+    """Deselect what 16 and 17 do not run (and, without --full, what the fast tier leaves
+    out), and give each version its own xdist groups: a
     group's module fixture is one per version anyway, so its versions may run on different
     workers."""
+    full = config.getoption("--full")
+    versions_chosen = "PGSCHED_TEST_PG" in os.environ or "PGSCHED_TEST_DSN" in os.environ
     keep, drop = [], []
     for item in items:
         version = _pg_version(item)
-        if version in TIER_ONLY and item.get_closest_marker("matrix") is None:
+        fast_out = not full and (
+            item.get_closest_marker("slow") is not None
+            or (version is not None and not versions_chosen and version not in FAST_VERSIONS)
+        )
+        if fast_out or (version in TIER_ONLY and item.get_closest_marker("matrix") is None):
             drop.append(item)
             continue
         keep.append(item)

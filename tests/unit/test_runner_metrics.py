@@ -114,15 +114,3 @@ def test_the_metrics_live_in_the_runners_own_registry() -> None:
         )
         is None
     )
-
-
-def test_cost_per_outcome_with_cached_children() -> None:
-    """Printed, not asserted (bench/runner_metrics.py measures it properly)."""
-    metrics = make()
-    runs = [claimed(i, f"job-{i % 100}", "schedule", 10.0) for i in range(20_000)]
-    outs = [outcome(i, "succeeded", 10.01, 10.02) for i in range(20_000)]
-    start = time.perf_counter()
-    for o, c in zip(outs, runs, strict=True):
-        metrics.run_finished(o, c)
-    per = (time.perf_counter() - start) / len(runs) * 1e6
-    print(f"run_finished: {per:.2f} µs per outcome")
