@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -169,9 +170,12 @@ class Registry:
         return sorted(self.definitions)
 
     def unknown_job(self, name: str, fix: str) -> UnknownJobError:
-        """The error for a name this code does not define: the names it does, then `fix`."""
+        """The error for a name this code does not define: the closest name (a typo is the
+        usual cause, as in `dberrors.unknown_job_message`), the names it does, then `fix`."""
+        close = difflib.get_close_matches(name, self.names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
         return UnknownJobError(
-            f"unknown job '{name}': no loaded extension defines it; known jobs: "
+            f"unknown job '{name}': no loaded extension defines it; {hint}known jobs: "
             f"{', '.join(self.names) or 'none'}. {fix}"
         )
 

@@ -35,8 +35,8 @@ from .execution import Execution, JobTimedOut, UserPools, job_exception
 from .profile import Profile, load_profile
 from .registry import JobDefinition, build_registry, extensions_from
 from .result import JobResult, coerce_result
+from .runs import ClaimedRun
 from .states import Trigger
-from .store import ClaimedRun
 from .topology import Topology
 
 if TYPE_CHECKING:

@@ -213,9 +213,9 @@ def test_ctx_log_is_bound_to_the_job_and_run_as_under_a_runner() -> None:
 
 def test_an_unknown_job_names_the_known_ones() -> None:
     with pytest.raises(UnknownJobError) as raised:
-        run_job([ext, Warehouse], "shop-nope")
+        run_job([ext, Warehouse], "shop-ecko")
     message = str(raised.value)
-    assert "unknown job 'shop-nope'" in message
+    assert "unknown job 'shop-ecko'" in message and "did you mean 'shop-echo'?" in message
     assert "shop-echo" in message and "shop-restock" in message
 
 
