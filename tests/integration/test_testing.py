@@ -5,6 +5,7 @@ the pytest plugin's fixtures in a test session of a user's own (pytester)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import traceback
 from datetime import UTC, datetime
@@ -13,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import structlog.testing
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgsched import Extension, Job, JobContext, JobResult, ProfileError, UnknownJobError
@@ -203,12 +203,13 @@ def test_the_profiles_timeout_applies_and_tells_the_job(tmp_path: Path) -> None:
         run_job(ext, "shop-wait-for-cancel", profile=profile)
 
 
-def test_ctx_log_is_bound_to_the_job_and_run_as_under_a_runner() -> None:
-    with structlog.testing.capture_logs() as logs:
+def test_ctx_log_reaches_caplog_bound_to_the_job_and_run(caplog: pytest.LogCaptureFixture) -> None:
+    """As in any process pgsched does not own: records of `logging`, on `pgsched.jobs`."""
+    with caplog.at_level(logging.INFO, logger="pgsched.jobs"):
         run_job(ext, "shop-ship", run_id=314)
-    assert {"event": "shipped", "parcels": 2, "job": "shop-ship", "run_id": 314}.items() <= (
-        logs[0].items()
-    )
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "shipped"]
+    assert record.name == "pgsched.jobs"
+    assert (record.parcels, record.job, record.run_id) == (2, "shop-ship", 314)
 
 
 def test_an_unknown_job_names_the_known_ones() -> None:
