@@ -25,7 +25,6 @@ from .errors import (
     DatabaseUnavailableError,
     PgschedError,
     ScheduleExistsError,
-    UnknownJobError,
 )
 from .logs import configure_logging, get_logger
 from .profile import Profile, profile_from_env
@@ -576,10 +575,7 @@ def _still_waiting(run: dict[str, Any], timeout: float, nobody: bool) -> str:
 def _run_inline(app: App, name: str, params: dict[str, Any]) -> int:
     """Execute here, through the runner's own executor and result path."""
     if app.registry.get(name) is None:
-        raise UnknownJobError(
-            f"unknown job '{name}': no loaded extension defines it; known jobs: "
-            f"{', '.join(app.registry.names)}. Pass --app MODULE:ATTR or list it in the profile"
-        )
+        raise app.registry.unknown_job(name, "Pass --app MODULE:ATTR or list it in the profile")
     from .runner import run_inline
 
     return run_inline(

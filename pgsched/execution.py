@@ -35,6 +35,14 @@ class NotStarted(Exception):
     (timed out or cancelled before it could start, its lease lost); nothing to record."""
 
 
+class JobTimedOut(TimeoutError):
+    """A run outlived its job's `timeout`; the message is the one its run row gets."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"timed out after {timeout:g}s (timeout={timeout:g})")
+        self.timeout = timeout
+
+
 class _UserBaseException(Exception):
     """Carries a BaseException (SystemExit, KeyboardInterrupt, a job's own CancelledError or
     BaseException subclass) out of user code as an ordinary failure of the run."""
@@ -182,9 +190,16 @@ def _finite(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def job_exception(exc: BaseException) -> BaseException:
+    """What the job itself raised: a BaseException crossed `Execution` wrapped."""
+    if isinstance(exc, _UserBaseException):
+        assert exc.__cause__ is not None
+        return exc.__cause__
+    return exc
+
+
 def error_info(exc: BaseException) -> dict[str, Any]:
-    original = exc.__cause__ if isinstance(exc, _UserBaseException) else exc
-    assert original is not None
+    original = job_exception(exc)
     tb = "".join(traceback.format_exception(original))
     return {
         "type": f"{type(original).__module__}.{type(original).__qualname__}".removeprefix(
@@ -270,31 +285,38 @@ class Execution:
                 f"job '{self.claimed.job_name}' is not defined in this runner's code; deploy "
                 "the code that defines it (or remove the request / the job row)",
             )
-        timeout = self.definition.settings.timeout
-        deadline = None if timeout is None else asyncio.timeout(None)  # armed at the start
         try:
-            if deadline is None:  # the default: no timer to arm and cancel for every run
-                value = await self._call(executor, gate, None)
-            else:
-                async with deadline:
-                    value = await self._call(executor, gate, deadline)
-        except TimeoutError as exc:
-            if deadline is None or not deadline.expired():  # the job's own (a socket, ...)
-                return self._raised(exc)
-            self.ctx.cancel(f"timed out after {timeout:g}s")
-            self.log.warning("run timed out", timeout=timeout)
-            return self.outcome("failed", f"timed out after {timeout:g}s (timeout={timeout:g})")
+            value = await self.execute(executor, gate)
         except asyncio.CancelledError:
             if not self.ctx.cancelled:  # the canceller's own reason, if it gave one, stays
                 self.ctx.cancel("runner shutting down")
             raise
         except NotStarted:
             raise
-        except Cancelled as exc:
-            return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
         except Exception as exc:  # includes _UserBaseException
-            return self._raised(exc)
+            return self.failed(exc)
         return self._returned(value)
+
+    async def execute(
+        self, executor: Executor | None, gate: Callable[[], bool] | None = None
+    ) -> Any:
+        """What the callable returned, before `coerce_result`: `run` without the recording
+        (pgsched.testing hands a test the job's own exception). Raises what the job raised (a
+        BaseException wrapped: `job_exception` unwraps it), and JobTimedOut once the job's
+        timeout expired, after telling the job through `ctx.cancelled`."""
+        assert self.definition is not None
+        timeout = self.definition.settings.timeout
+        if timeout is None:  # the default: no timer to arm and cancel for every run
+            return await self._call(executor, gate, None)
+        deadline = asyncio.timeout(None)  # armed at the start
+        try:
+            async with deadline:
+                return await self._call(executor, gate, deadline)
+        except TimeoutError as exc:
+            if not deadline.expired():  # the job's own (a socket, ...)
+                raise
+            self.ctx.cancel(f"timed out after {timeout:g}s")
+            raise JobTimedOut(timeout) from exc
 
     def _returned(self, value: Any) -> RunOutcome:
         """The outcome of what the job returned."""
@@ -312,11 +334,19 @@ class Execution:
         self.started_mono = time.monotonic()
         try:
             value = _guard_sync(call, self.definition.job.execute, self.ctx)
-        except Cancelled as exc:
-            return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
         except Exception as exc:  # includes _UserBaseException
-            return self._raised(exc)
+            return self.failed(exc)
         return self._returned(value)
+
+    def failed(self, exc: Exception) -> RunOutcome:
+        """The outcome of a run whose `execute` raised `exc`: timed out, cancelled, or what
+        the job raised, stored with its type and traceback."""
+        if isinstance(exc, JobTimedOut):
+            self.log.warning("run timed out", timeout=exc.timeout)
+            return self.outcome("failed", str(exc))
+        if isinstance(exc, Cancelled):
+            return self.outcome("failed", f"cancelled: {exc}", error=error_info(exc))
+        return self._raised(exc)
 
     def _raised(self, exc: BaseException) -> RunOutcome:
         info = error_info(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -13,7 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .cron import CronSchedule, check_schedule, parse_schedule
-from .errors import DefinitionError, ProfileError
+from .errors import DefinitionError, ProfileError, UnknownJobError
 from .job import Extension as Extension
 from .job import FunctionJob, Job
 from .profile import Profile
@@ -111,6 +112,22 @@ def _as_extensions(value: Any, spec: str, where: str) -> list[Extension]:
     )
 
 
+def extensions_from(app: Any, *, where: str) -> list[Extension]:
+    """The extensions an `app=` argument names (background_runner's, pgsched.testing's): an
+    Extension, an Extension class, a `"module:attr"` import path, a factory, or a list of
+    them."""
+    items: Iterable[Any] = app if isinstance(app, list | tuple) else [app]
+    extensions: list[Extension] = []
+    for item in items:
+        if isinstance(item, str):
+            extensions += import_extension(item, where=where)
+        else:
+            extensions += _as_extensions(item, repr(item), where)
+    if not extensions:
+        raise DefinitionError(f"{where}: no Extension given")
+    return extensions
+
+
 def discover(
     app_specs: Iterable[str], profile: Profile, *, use_entry_points: bool = True
 ) -> list[Extension]:
@@ -151,6 +168,16 @@ class Registry:
     @property
     def names(self) -> list[str]:
         return sorted(self.definitions)
+
+    def unknown_job(self, name: str, fix: str) -> UnknownJobError:
+        """The error for a name this code does not define: the closest name (a typo is the
+        usual cause, as in `dberrors.unknown_job_message`), the names it does, then `fix`."""
+        close = difflib.get_close_matches(name, self.names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return UnknownJobError(
+            f"unknown job '{name}': no loaded extension defines it; {hint}known jobs: "
+            f"{', '.join(self.names) or 'none'}. {fix}"
+        )
 
     @cached_property
     def code_version(self) -> str:

@@ -18,12 +18,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DefinitionError
+from ..errors import ConfigError
 from ..housekeeping import builtin_extension
 from ..isolation import WorkerSpec
-from ..job import Extension
 from ..profile import Profile, load_profile
-from ..registry import Registry, _as_extensions, build_registry, import_extension
+from ..registry import Registry, build_registry, extensions_from
 from ..settings import RunnerSettings, merge_runner_settings
 from ..store import Store
 from ..topology import resolve_topology
@@ -99,19 +98,9 @@ def _profile(path: str | Path | None, dsn: str) -> Profile:
 
 def _registry(app: Any, profile: Profile) -> tuple[Registry, list[str] | None]:
     """The registry, and the import paths when the app was given only as paths."""
+    extensions = extensions_from(app, where=WHERE)
     items: Sequence[Any] = app if isinstance(app, list | tuple) else [app]
-    extensions: list[Extension] = []
-    specs: list[str] | None = []
-    for item in items:
-        if isinstance(item, str):
-            extensions += import_extension(item, where=WHERE)
-            if specs is not None:
-                specs.append(item)
-        else:
-            extensions += _as_extensions(item, repr(item), WHERE)
-            specs = None
-    if not extensions:
-        raise DefinitionError(f"{WHERE}: no Extension given")
+    specs = list(items) if all(isinstance(item, str) for item in items) else None
     extensions.append(builtin_extension(profile.retention, profile.schema))
     return build_registry(extensions, profile), specs
 
