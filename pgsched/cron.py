@@ -30,7 +30,15 @@ from pgsched.errors import CronError
 if TYPE_CHECKING:  # imported where a schedule is parsed: a CLI call that parses none skips it
     from croniter import croniter
 
-__all__ = ["CronSchedule", "check_schedule", "get_zone", "parse_schedule"]
+__all__ = [
+    "CronSchedule",
+    "check_schedule",
+    "get_zone",
+    "next_tick",
+    "parse_schedule",
+    "schedule_error",
+    "schedule_for",
+]
 
 EXPECTED = (
     '6 fields, seconds first: "sec min hour day month weekday", '
@@ -520,6 +528,32 @@ class CronSchedule:
         instant = c.wall_next(start_wall) - offset
         nxt = _next_transition(c.zone, probe, instant)
         return instant if nxt is None else nxt
+
+
+@functools.lru_cache(maxsize=4096)
+def schedule_for(expression: str, timezone: str) -> CronSchedule:
+    """The schedule object for (expression, zone), made once: the claim asks for it per due
+    job. Every cron cache lives in this module."""
+    return parse_schedule(expression, timezone)
+
+
+@functools.lru_cache(maxsize=4096)
+def next_tick(expression: str, timezone: str, after: datetime) -> datetime:
+    """Jobs that share a schedule are due together and ask the same question: answer once
+    (croniter needs ~20 µs, a whole claim of 100 such jobs otherwise ~2.5 ms)."""
+    return schedule_for(expression, timezone).next_after(after)
+
+
+def schedule_error(expression: str | None, timezone: str) -> str | None:
+    """Why a schedule cannot fire, or None (None: a manual-only job, no problem). Cheap:
+    the parse behind it is cached."""
+    if expression is None:
+        return None
+    try:
+        parse_schedule(expression, timezone)
+    except CronError as exc:
+        return str(exc)
+    return None
 
 
 def parse_schedule(

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 
-from .cron import CronSchedule, parse_schedule
+from .cron import CronSchedule, next_tick, schedule_for
 from .errors import CronError
 from .states import TickStatus
 
@@ -70,18 +69,6 @@ class JobPlan:
     ticks: tuple[PlannedTick, ...]
     key: str = "default"
     error: str | None = None
-
-
-@lru_cache(maxsize=4096)
-def cached_schedule(expression: str, timezone: str) -> CronSchedule:
-    return parse_schedule(expression, timezone)
-
-
-@lru_cache(maxsize=4096)
-def _next_after(expression: str, timezone: str, after: datetime) -> datetime:
-    """Jobs that share a schedule are due together and ask the same question: answer once
-    (croniter needs ~20 µs, a whole claim of 100 such jobs otherwise ~2.5 ms)."""
-    return cached_schedule(expression, timezone).next_after(after)
 
 
 def _fmt(t: datetime) -> str:
@@ -202,12 +189,12 @@ def plan_job(due: DueJob, free: int, outage: Outage | None = None) -> tuple[JobP
     """The rows to write for one due job, its next tick, and the slots left for other jobs.
     `outage`: the claiming runner's last one, which may explain missed ticks."""
     start = due.next_run_at
-    following = _next_after(due.schedule, due.timezone, start)
+    following = next_tick(due.schedule, due.timezone, start)
     if following > due.db_now:  # the common case: exactly one tick is due
         ticks = [start]
         next_run_at = following
     else:
-        cron = cached_schedule(due.schedule, due.timezone)
+        cron = schedule_for(due.schedule, due.timezone)
         ticks = sorted({start, *cron.ticks_between(start, due.db_now, due.misfire_cap + 1)})
         next_run_at = cron.next_after(due.db_now)
     overflow = len(ticks) > due.misfire_cap
@@ -258,7 +245,7 @@ def plan_ahead(due: DueJob) -> JobPlan | None:
     left for the claim at its time when that must decide a skip or a queue."""
     if due.overlap != "allow" and (due.busy or due.queued):
         return None
-    following = _next_after(due.schedule, due.timezone, due.next_run_at)
+    following = next_tick(due.schedule, due.timezone, due.next_run_at)
     tick = PlannedTick(due.name, due.next_run_at, "running")
     return JobPlan(due.name, following, (tick,), due.key)
 

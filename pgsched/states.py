@@ -3,7 +3,6 @@ sql/schema.sql), and the one word for a job's state that the CLI and the dashboa
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
@@ -31,19 +30,11 @@ FINAL_STATUSES: Final[frozenset[str]] = frozenset(get_args(FinalStatus))
 JOB_STATES: Final[tuple[JobState, ...]] = get_args(JobState)
 
 
-@functools.lru_cache(maxsize=4096)
 def schedule_problem(expression: str | None, timezone: str) -> str | None:
     """Why a job's schedule cannot fire (NULL schedule: manual only, not a problem)."""
-    if expression is None:
-        return None
-    from .cron import parse_schedule  # croniter loads only when a schedule is read
-    from .errors import CronError
+    from .cron import schedule_error  # croniter loads only when a schedule is read
 
-    try:
-        parse_schedule(expression, timezone)
-    except CronError as exc:
-        return str(exc)
-    return None
+    return schedule_error(expression, timezone)
 
 
 def job_state(row: Mapping[str, Any]) -> JobState:
