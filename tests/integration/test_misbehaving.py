@@ -70,7 +70,9 @@ def test_async_job_blocking_its_loop_for_three_leases_runs_once_and_succeeds(
     assert len(executions(log, "blocks-loop")) == 1
     assert not query(dsn, "SELECT id FROM pgsched.runs WHERE message LIKE 'runner lost%%'")
     everything = query(
-        dsn, "SELECT id, job_name, trigger, status, attempt, message FROM pgsched.runs"
+        dsn,
+        "SELECT id, job_name, trigger, status, attempt, message FROM pgsched.runs "
+        "WHERE job_name <> 'pgsched-prune-history'",  # the built-in job's ticks are not ours
     )
     assert len(everything) == 2, everything
     warnings = [e["event"] for e in events(output) if "event loop" in e["event"]]
