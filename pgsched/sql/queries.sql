@@ -322,55 +322,67 @@ RETURNING r.id, r.job_name, r.schedule_key, r.trigger, r.status, r.scheduled_for
 -- other jobs come back still `pending`, for the job-locking claim below.
 -- Fair across jobs, as lock_due_jobs: one walk of runs_pending_idx let ten thousand requests
 -- to one job fill every claim while another job's request waited behind them all. So each
--- job this runner defines gets its own queue, oldest first (runs_pending_job_due_idx, by a
--- range on the job so only that index gives the order: see job_activity), at most `limit`
--- long; the claim takes each job's oldest, then each job's second, and so on, the oldest
--- first within a round. The cost follows the jobs defined and what is pending now, at most
--- (jobs with work) x `limit` rows. The lock is by id, its test in IS TRUE (see
--- lock_due_jobs: each candidate one primary-key lookup).
-WITH queues AS MATERIALIZED (
-    SELECT j.name, j.overlap = 'allow' AS overlap_allowed,
-           ARRAY(SELECT r.id FROM {schema}.runs r
-                 WHERE r.job_name >= j.name AND r.job_name <= j.name
-                   AND r.status = 'pending' AND r.run_after <= now()
-                   -- a hint only (step 3 decides): keeps a backlog of one busy job from
-                   -- filling every batch
-                   AND (j.overlap = 'allow' OR NOT EXISTS (
-                           SELECT 1 FROM {schema}.runs x
-                           WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
-                             AND x.status = 'running'))
-                 ORDER BY r.job_name, r.run_after, r.id
-                 LIMIT %(limit)s) AS ids
+-- job this runner defines that has work (one index probe each) gets an equal share of the
+-- claim, locked straight from its own queue, oldest first (runs_pending_job_due_idx, by a
+-- range on the job so only that index gives the order: see job_activity); the claim takes
+-- each job's oldest, then each job's second, and so on, the oldest first within a round.
+-- One walk per job and no second read by id: a drain of one job costs what the plain walk
+-- did. A share is at least one run, so with more jobs than room the round is cut by age;
+-- the few rows locked beyond `limit` stay pending (locked only until this commits).
+WITH working AS MATERIALIZED (
+    SELECT j.name, j.overlap = 'allow' AS overlap_allowed
     -- only jobs this runner's code defines: others wait, visibly, for a runner that has them
     FROM {schema}.definitions d
     JOIN {schema}.jobs j ON j.name = d.job_name
     WHERE d.code_version = %(code_version)s
+      AND EXISTS (SELECT 1 FROM {schema}.runs r
+                  WHERE r.job_name >= j.name AND r.job_name <= j.name
+                    AND r.status = 'pending' AND r.run_after <= now())
+), share AS (
+    SELECT ((%(limit)s + count(*) - 1) / greatest(count(*), 1))::int AS runs FROM working
+), queued AS (
+    SELECT c.id, c.job_name, c.schedule_key, c.run_after, w.overlap_allowed
+    FROM working w
+    CROSS JOIN LATERAL (
+        SELECT r.id, r.job_name, r.schedule_key, r.run_after
+        FROM {schema}.runs r
+        WHERE r.job_name >= w.name AND r.job_name <= w.name
+          AND r.status = 'pending' AND r.run_after <= now()
+          -- a hint only (step 3 decides): keeps a backlog of one busy job from filling
+          -- every batch
+          AND (w.overlap_allowed OR NOT EXISTS (
+                  SELECT 1 FROM {schema}.runs x
+                  WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
+                    AND x.status = 'running'))
+        ORDER BY r.job_name, r.run_after, r.id
+        LIMIT (SELECT runs FROM share)
+        FOR UPDATE OF r SKIP LOCKED
+    ) c
 ), fair AS (
-    SELECT r.id, r.job_name, r.schedule_key, q.overlap_allowed
-    FROM queues q
-    CROSS JOIN LATERAL unnest(q.ids) WITH ORDINALITY AS c(id, pos)
-    JOIN {schema}.runs r ON r.id = c.id
-    WHERE (r.status = 'pending' AND r.run_after <= now()) IS TRUE
-    ORDER BY c.pos, r.run_after, r.id
+    SELECT q.id, q.job_name, q.schedule_key, q.overlap_allowed
+    FROM (SELECT q.*, row_number() OVER (PARTITION BY q.job_name
+                                         ORDER BY q.run_after, q.id) AS pos
+          FROM queued q) q
+    ORDER BY q.pos, q.run_after, q.id
     LIMIT %(limit)s
-    FOR UPDATE OF r SKIP LOCKED
 ), rest AS (
-    -- Room left: each queue is `limit` long, and runners claiming at once find the same
-    -- first rows (one locked them, the others skip them). Without this the others came back
-    -- empty and backed off (a drain by 2 runners went no faster than by 1). The walk in
-    -- plain order fills it, past rows held elsewhere; with the room full it never runs.
-    -- Only jobs whose queue came back full can have more: the others' every claimable run
-    -- is in their queue already (a busy exclusive job's backlog is not walked twice).
+    -- Room left: a job may have less than its share, and runners claiming at once find the
+    -- same first rows (one locked them, the others skip them). Without this the others came
+    -- back empty and backed off (a drain by 2 runners went no faster than by 1). The walk
+    -- in plain order fills it, past rows held elsewhere; with the room full it never runs.
+    -- Only jobs that filled their share can have more: the others' every claimable run is
+    -- in their share already (a busy exclusive job's backlog is not walked twice).
     SELECT r.id, r.job_name, r.schedule_key, j.overlap = 'allow' AS overlap_allowed
     FROM {schema}.runs r
     JOIN {schema}.jobs j ON j.name = r.job_name
     WHERE r.status = 'pending' AND r.run_after <= now()
-      AND r.job_name IN (SELECT q.name FROM queues q WHERE cardinality(q.ids) >= %(limit)s)
+      AND r.job_name IN (SELECT q.job_name FROM queued q GROUP BY q.job_name
+                         HAVING count(*) >= (SELECT runs FROM share))
       AND (j.overlap = 'allow' OR NOT EXISTS (
               SELECT 1 FROM {schema}.runs x
               WHERE x.job_name = r.job_name AND x.schedule_key = r.schedule_key
                 AND x.status = 'running'))
-      AND r.id NOT IN (SELECT f.id FROM fair f)  -- this transaction holds those already
+      AND r.id NOT IN (SELECT q.id FROM queued q)  -- this transaction holds those already
     ORDER BY r.run_after, r.id
     LIMIT %(limit)s - (SELECT count(*) FROM fair)
     FOR UPDATE OF r SKIP LOCKED
