@@ -25,15 +25,16 @@ FINAL = ("succeeded", "failed", "skipped", "cancelled")
 PATIENCE = float(os.environ.get("PGSCHED_TEST_PATIENCE", "4"))
 
 FAST_PROFILE = """
+# The built-in prune job fires every 10 minutes by default: a test that counts the runs of
+# its database saw one more whenever it crossed such a minute. Once a year here. (Before
+# `runner:`: tests append indented runner settings to this text.)
+retention:
+  prune_schedule: "0 0 0 1 1 *"
 runner:
   heartbeat_interval: 0.5
   lease_timeout: 3
   poll_interval: 1
   grace_period: {grace}
-# The built-in prune job fires every 10 minutes by default: a test that counts the runs of
-# its database saw one more whenever it crossed such a minute. Once a year here.
-retention:
-  prune_schedule: "0 0 0 1 1 *"
 """
 
 
